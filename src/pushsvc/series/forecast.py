@@ -4,10 +4,11 @@
 Both models (`pushsvc.series.forecast_linear`, `pushsvc.series.forecast_holt_winters`) learn
 one value per closed bucket and answer `predict(horizon)` with one `Predicted` per bucket ahead
 (step 1 is the bucket after the last one learned). An interval is the point forecast plus or
-minus a quantile times the forecast's standard error at that step: a normal quantile for
-Holt-Winters (its errors are the model's Gaussian innovations), a Student t quantile for the
-linear fit (a regression on a few points: its residual variance is itself an estimate). Each
-model's docstring says where its standard error comes from.
+minus a quantile times the forecast's standard error at that step: for Holt-Winters the
+quantile of the series' own recent standardised errors (`pushsvc.series.forecast_errors`:
+real errors are heavier-tailed than normal), a Student t quantile for the linear fit (a
+regression on a few points: its residual variance is itself an estimate). Each model's
+docstring says where its standard error comes from.
 
 `Model` is the small interface both implement, so the series stage, the checkpoint and the
 tests handle either the same way.

@@ -38,10 +38,14 @@ phi**j) + gamma * [j a whole number of seasons], in closed form
 as fast as the parameters say. `var` is the variance of the one-step errors: their mean
 square, over all errors up to `VAR_WINDOW` of them, then an exponentially weighted one of that
 span (one number, and it follows a series whose noise changes). It starts from the two
-seasons' differences, counted as a season's errors. Normal quantiles: the model's errors are
-Gaussian innovations.
+seasons' differences, counted as a season's errors. The quantiles are the series' own: those
+of its recent one-step errors standardised by that variance (`pushsvc.series.forecast_errors`,
+which says why: real series' errors are heavier-tailed than the model's Gaussian innovations,
+and normal quantiles then make the 80 % interval too wide), normal ones until it has a
+hundred.
 
-Cost: the season's values (8 bytes each), the level, trend, variance and counters; until the
+Cost: the season's values (8 bytes each), the level, trend, variance and counters, the window
+of standardised errors (`pushsvc.series.forecast_errors.WINDOW` * 8 bytes); until the
 start, the two seasons' values; a fitted model also its refit window and the fit under way
 (`pushsvc.series.forecast_refit`). A value costs a constant amount of work, and a fitted
 model's value at most `FIT_STEPS` filter steps more; the start costs one pass over two
@@ -63,6 +67,7 @@ from pushsvc.rules.forecast import (
     MAX_SEASON,
 )
 from pushsvc.series.forecast import Z80, Z95, Predicted, with_intervals
+from pushsvc.series.forecast_errors import ErrorQuantiles, quantile_ahead
 from pushsvc.series.forecast_fit import EtsParams
 from pushsvc.series.forecast_outlook import SeasonalOutlook, damped_steps, variance_factor
 from pushsvc.series.forecast_refit import MAX_FIT_SEASON, Refit
@@ -75,7 +80,7 @@ VAR_WINDOW = 200
 exponentially with this span: short enough that the larger errors of the first seasons (a
 season started from one season's values) leave it within a few hundred buckets, long enough
 that its own sampling error is about 10 %."""
-_VERSION = 2
+_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +115,7 @@ class HoltWinters:
 
     __slots__ = (
         "_learned", "_start", "errors", "level", "params", "refit", "season", "seasonal",
-        "trend", "var",
+        "spread", "trend", "var",
     )  # fmt: skip
 
     def __init__(
@@ -138,6 +143,9 @@ class HoltWinters:
         self.errors = 0
         """The errors the variance stands for (the next one's weight is 1 / min(errors + 1,
         VAR_WINDOW))."""
+        self.spread = ErrorQuantiles()
+        """The recent one-step errors over their forecasts' standard errors: the intervals'
+        quantiles."""
 
     @property
     def learned(self) -> int:
@@ -201,6 +209,7 @@ class HoltWinters:
         self.level += damped + p.alpha * error
         self.trend = damped + p.beta * error
         seasonal[phase] += p.gamma * error
+        self.spread.add(error, self.var)
         self.errors += 1
         self.var += (error * error - self.var) / min(self.errors, VAR_WINDOW)
         self._learned += 1
@@ -219,8 +228,9 @@ class HoltWinters:
         m, p, seasonal = self.season, self.params, self.seasonal
         phase = self._learned % m
         ahead = (seasonal[phase:] + seasonal[:phase])[: max(1, min(horizon, m))]
+        q80, q95 = self.spread.quantiles()
         return SeasonalOutlook(
-            self.level, self.trend, self.var, p.alpha, p.beta, p.gamma, m, ahead, p.phi
+            self.level, self.trend, self.var, p.alpha, p.beta, p.gamma, m, ahead, p.phi, q80, q95
         )
 
     def predict(self, horizon: int) -> list[Predicted]:
@@ -231,11 +241,21 @@ class HoltWinters:
         if self._start is not None:
             return []
         m, n, seasonal, p = self.season, self._learned, self.seasonal, self.params
+        q80, q95 = self.spread.quantiles()
         out = []
         for h in steps:
             mean = self.level + damped_steps(p.phi, h) * self.trend + seasonal[(n + h - 1) % m]
-            se = math.sqrt(self.var * variance_factor(p.alpha, p.beta, p.gamma, m, h, p.phi))
-            out.append(with_intervals(h, mean, se, Z80, Z95))
+            factor = variance_factor(p.alpha, p.beta, p.gamma, m, h, p.phi)
+            se = math.sqrt(self.var * factor)
+            out.append(
+                with_intervals(
+                    h,
+                    mean,
+                    se,
+                    quantile_ahead(q80, Z80, factor, h),
+                    quantile_ahead(q95, Z95, factor, h),
+                )
+            )
         return out
 
     def to_bytes(self) -> bytes:
@@ -256,6 +276,7 @@ class HoltWinters:
         for v in values:
             out.double(v)
         out.blob(b"" if self.refit is None else self.refit.to_bytes())
+        out.blob(self.spread.to_bytes())
         return bytes(out)
 
     @classmethod
@@ -263,7 +284,7 @@ class HoltWinters:
         """From `to_bytes`; ValueError when it is not such a state."""
         read = StateReader(data)
         version = read.uint()
-        if version not in (1, _VERSION):
+        if not 1 <= version <= _VERSION:
             raise ValueError("unknown holt_winters forecast state version")
         season = read.uint()
         alpha, beta, gamma = read.double(), read.double(), read.double()
@@ -275,6 +296,8 @@ class HoltWinters:
         starting = read.uint()
         values = array("d", (read.double() for _ in range(read.uint())))
         refit = read.blob() if version > 1 else b""
+        # Before version 3 no errors were kept: normal quantiles until a hundred are.
+        model.spread = ErrorQuantiles.from_bytes(read.blob() if version > 2 else b"")
         read.done()
         if refit:
             model.refit = Refit.from_bytes(refit)

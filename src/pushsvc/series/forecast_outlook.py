@@ -4,10 +4,11 @@ model's `outlook` (pure).
 A series' model holds what it learns from (a linear fit's window of values, a seasonal model's
 season or its first two seasons), which can be thousands of numbers. Its forecast, though,
 depends on a few of them: a line's level, slope, residual variance and point count; a seasonal
-model's level, trend, one-step variance, parameters and the season's values over the horizon
-(at most the season, at most the horizon). The outlook is those, so that what a series keeps
-as its latest forecast (for `GET /topics/{topic}/forecast`, which makes the points on read) is
-bounded by the horizon and not by the model's window, and costs one copy to keep.
+model's level, trend, one-step variance, parameters, intervals' quantiles and the season's
+values over the horizon (at most the season, at most the horizon). The outlook is those, so
+that what a series keeps as its latest forecast (for `GET /topics/{topic}/forecast`, which
+makes the points on read) is bounded by the horizon and not by the model's window, and costs
+one copy to keep.
 
 `at(steps)` makes the steps asked for, each on its own (no step depends on another), with the
 very arithmetic of the model's own `predict`: the points made from an outlook equal the model's,
@@ -24,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pushsvc.series.forecast import Z80, Z95, Predicted, student_t, with_intervals
+from pushsvc.series.forecast_errors import quantile_ahead
 from pushsvc.stats.state_codec import StateReader, StateWriter
 
 __all__ = [
@@ -39,6 +41,9 @@ _LINEAR = 1
 _SEASONAL = 2
 _DAMPED = 3
 """A seasonal outlook with its phi (one without is undamped: phi 1)."""
+_QUANTILED = 4
+"""A seasonal outlook with its phi and its intervals' quantiles (one without has the normal
+ones)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +86,9 @@ class LinearOutlook:
 class SeasonalOutlook:
     """A Holt-Winters forecast (`pushsvc.series.forecast_holt_winters`): `ahead[h - 1]` is the
     season's value for step h, for the first `len(ahead)` steps (the whole season, which then
-    repeats, or the horizon where it is shorter); `phi` damps the trend (1: undamped)."""
+    repeats, or the horizon where it is shorter); `phi` damps the trend (1: undamped); `q80`
+    and `q95` are the intervals' half-widths in standard errors
+    (`pushsvc.series.forecast_errors`)."""
 
     level: float
     trend: float
@@ -92,6 +99,8 @@ class SeasonalOutlook:
     season: int
     ahead: array[float]
     phi: float = 1.0
+    q80: float = Z80
+    q95: float = Z95
 
     @property
     def reach(self) -> int | None:
@@ -100,21 +109,34 @@ class SeasonalOutlook:
 
     def at(self, steps: Iterable[int]) -> list[Predicted]:
         m, ahead, level, trend, var = self.season, self.ahead, self.level, self.trend, self.var
-        a, b, g, phi = self.alpha, self.beta, self.gamma, self.phi
+        a, b, g, phi, q80, q95 = self.alpha, self.beta, self.gamma, self.phi, self.q80, self.q95
         out = []
         for h in steps:
             mean = level + damped_steps(phi, h) * trend + ahead[(h - 1) % m]
-            se = math.sqrt(var * variance_factor(a, b, g, m, h, phi))
-            out.append(with_intervals(h, mean, se, Z80, Z95))
+            factor = variance_factor(a, b, g, m, h, phi)
+            se = math.sqrt(var * factor)
+            out.append(
+                with_intervals(
+                    h,
+                    mean,
+                    se,
+                    quantile_ahead(q80, Z80, factor, h),
+                    quantile_ahead(q95, Z95, factor, h),
+                )
+            )
         return out
 
     def to_bytes(self) -> bytes:
         out = StateWriter()
-        out.uint(_SEASONAL if self.phi == 1 else _DAMPED)
+        normal = self.q80 == Z80 and self.q95 == Z95
+        out.uint(_QUANTILED if not normal else _SEASONAL if self.phi == 1 else _DAMPED)
         for value in (self.level, self.trend, self.var, self.alpha, self.beta, self.gamma):
             out.double(value)
-        if self.phi != 1:
+        if self.phi != 1 or not normal:
             out.double(self.phi)
+        if not normal:
+            out.double(self.q80)
+            out.double(self.q95)
         out.uint(self.season)
         out.blob(_little(self.ahead).tobytes())
         return bytes(out)
@@ -169,10 +191,13 @@ def outlook_from_bytes(data: bytes) -> Outlook:
         if n < 2:
             raise ValueError("a line's outlook needs two values")
         return LinearOutlook(level, slope, s2, n)
-    if kind not in (_SEASONAL, _DAMPED):
+    if kind not in (_SEASONAL, _DAMPED, _QUANTILED):
         raise ValueError("unknown forecast outlook")
     level, trend, var, alpha, beta, gamma = (read.double() for _ in range(6))
-    phi = read.double() if kind == _DAMPED else 1.0
+    phi = read.double() if kind != _SEASONAL else 1.0
+    q80, q95 = (read.double(), read.double()) if kind == _QUANTILED else (Z80, Z95)
+    if not (0 <= q80 <= q95 and math.isfinite(q95)):
+        raise ValueError("a seasonal outlook's quantiles are not ordered")
     season = read.uint()
     raw = read.blob()
     read.done()
@@ -180,7 +205,9 @@ def outlook_from_bytes(data: bytes) -> Outlook:
         raise ValueError("a seasonal outlook's values do not fit its season")
     ahead = array("d")
     ahead.frombytes(raw)
-    return SeasonalOutlook(level, trend, var, alpha, beta, gamma, season, _little(ahead), phi)
+    return SeasonalOutlook(
+        level, trend, var, alpha, beta, gamma, season, _little(ahead), phi, q80, q95
+    )
 
 
 def _little(values: array[float]) -> array[float]:
