@@ -99,8 +99,11 @@ class ForkedProcess:
         try:
             if self.returncode is not None:
                 return self.returncode
-            readable, _, _ = select.select([self._ended], [], [], timeout)
-            if not readable:
+            # poll, not select: a test holding a thousand streams has descriptors past select's
+            # 1,024.
+            poller = select.poll()
+            poller.register(self._ended, select.POLLIN)
+            if not poller.poll(None if timeout is None else max(0, int(timeout * 1000))):
                 return None
             data = os.read(self._ended, _END.size)
             os.close(self._ended)

@@ -36,6 +36,7 @@ from pushsvc.core.event import Event
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.rules.analytics import Rules
 from pushsvc.rules.derive import DeriveRule, Term, evaluate, parse_derives
+from pushsvc.rules.file_shape import decode_rules_file
 from simulation.leased import LeasedSide, S
 
 if TYPE_CHECKING:
@@ -66,7 +67,8 @@ class DeriveSide(LeasedSide):
         super().__init__(world, rng)
         table = {"topic": TOPIC, "every": "1s", "value": rng.choice(EXPRESSIONS)}
         self.rule: DeriveRule = parse_derives(
-            [table], lambda topic: rules.series_of(rules.for_topic(topic))
+            decode_rules_file({"derive": [table]}).derive,
+            lambda topic: rules.series_of(rules.for_topic(topic)),
         )[0]
         self.sources = self.rule.sources
         # The sources' clocks past the last boundary by the allowed lateness.

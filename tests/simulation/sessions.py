@@ -30,6 +30,7 @@ from pushsvc.aggregate.sessionize import Sessionizer
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.memory.lease import MemoryLease
 from pushsvc.core.event import Event
+from pushsvc.rules.file_shape import decode_rules_file
 from pushsvc.rules.sessions import SessionRule, parse_sessions
 from simulation.leased import LeasedSide, S
 
@@ -60,7 +61,7 @@ class SessionSide(LeasedSide):
             "gap": rng.choice(GAPS),
             "keep_key": True,
         }
-        self.rule: SessionRule = parse_sessions([table])[0]
+        self.rule: SessionRule = parse_sessions(decode_rules_file({"session": [table]}).session)[0]
         self.gap_us = self.rule.gap_us
         self.checkpoint_s = rng.choice((0.1, 0.3, 1.0))
         # Beyond every session's end: the gap, the allowed lateness, the assembler's slot.
