@@ -37,11 +37,10 @@ can stop and resume between any two steps.
 from __future__ import annotations
 
 import math
-import sys
 from array import array
 from dataclasses import dataclass
 
-from pushsvc.series.forecast_outlook import damped_steps
+from pushsvc.series.forecast_outlook import damped_steps, little_endian
 from pushsvc.stats.state_codec import StateReader, StateWriter
 
 __all__ = [
@@ -377,12 +376,3 @@ def _doubles(raw: bytes) -> array[float]:
     values = array("d")
     values.frombytes(raw)
     return little_endian(values)
-
-
-def little_endian(values: array[float]) -> array[float]:
-    """`values` in little-endian order, both ways (a copy on a big-endian machine)."""
-    if sys.byteorder == "little":
-        return values
-    swapped = array("d", values)
-    swapped.byteswap()
-    return swapped

@@ -66,10 +66,14 @@ from pushsvc.rules.forecast import (
     DEFAULT_PHI,
     MAX_SEASON,
 )
-from pushsvc.series.forecast import Z80, Z95, Predicted, with_intervals
-from pushsvc.series.forecast_errors import ErrorQuantiles, quantile_ahead
+from pushsvc.series.forecast import Predicted
+from pushsvc.series.forecast_errors import ErrorQuantiles
 from pushsvc.series.forecast_fit import EtsParams
-from pushsvc.series.forecast_outlook import SeasonalOutlook, damped_steps, variance_factor
+from pushsvc.series.forecast_outlook import (
+    SeasonalOutlook,
+    seasonal_steps,
+    variance_factor,
+)
 from pushsvc.series.forecast_refit import MAX_FIT_SEASON, Refit
 from pushsvc.stats.state_codec import StateReader, StateWriter
 
@@ -242,21 +246,20 @@ class HoltWinters:
             return []
         m, n, seasonal, p = self.season, self._learned, self.seasonal, self.params
         q80, q95 = self.spread.quantiles()
-        out = []
-        for h in steps:
-            mean = self.level + damped_steps(p.phi, h) * self.trend + seasonal[(n + h - 1) % m]
-            factor = variance_factor(p.alpha, p.beta, p.gamma, m, h, p.phi)
-            se = math.sqrt(self.var * factor)
-            out.append(
-                with_intervals(
-                    h,
-                    mean,
-                    se,
-                    quantile_ahead(q80, Z80, factor, h),
-                    quantile_ahead(q95, Z95, factor, h),
-                )
-            )
-        return out
+        model = SeasonalOutlook(
+            self.level,
+            self.trend,
+            self.var,
+            p.alpha,
+            p.beta,
+            p.gamma,
+            m,
+            array("d"),
+            p.phi,
+            q80,
+            q95,
+        )
+        return seasonal_steps(model, lambda h: seasonal[(n + h - 1) % m], steps)
 
     def to_bytes(self) -> bytes:
         """Every field bit for bit: a restored model forecasts exactly as the running one."""

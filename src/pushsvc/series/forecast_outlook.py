@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import sys
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pushsvc.series.forecast import Z80, Z95, Predicted, student_t, with_intervals
@@ -108,23 +108,8 @@ class SeasonalOutlook:
         return None if len(self.ahead) == self.season else len(self.ahead)
 
     def at(self, steps: Iterable[int]) -> list[Predicted]:
-        m, ahead, level, trend, var = self.season, self.ahead, self.level, self.trend, self.var
-        a, b, g, phi, q80, q95 = self.alpha, self.beta, self.gamma, self.phi, self.q80, self.q95
-        out = []
-        for h in steps:
-            mean = level + damped_steps(phi, h) * trend + ahead[(h - 1) % m]
-            factor = variance_factor(a, b, g, m, h, phi)
-            se = math.sqrt(var * factor)
-            out.append(
-                with_intervals(
-                    h,
-                    mean,
-                    se,
-                    quantile_ahead(q80, Z80, factor, h),
-                    quantile_ahead(q95, Z95, factor, h),
-                )
-            )
-        return out
+        ahead, m = self.ahead, self.season
+        return seasonal_steps(self, lambda h: ahead[(h - 1) % m], steps)
 
     def to_bytes(self) -> bytes:
         out = StateWriter()
@@ -138,7 +123,7 @@ class SeasonalOutlook:
             out.double(self.q80)
             out.double(self.q95)
         out.uint(self.season)
-        out.blob(_little(self.ahead).tobytes())
+        out.blob(little_endian(self.ahead).tobytes())
         return bytes(out)
 
 
@@ -206,14 +191,39 @@ def outlook_from_bytes(data: bytes) -> Outlook:
     ahead = array("d")
     ahead.frombytes(raw)
     return SeasonalOutlook(
-        level, trend, var, alpha, beta, gamma, season, _little(ahead), phi, q80, q95
+        level, trend, var, alpha, beta, gamma, season, little_endian(ahead), phi, q80, q95
     )
 
 
-def _little(values: array[float]) -> array[float]:
-    """`values` in little-endian order (a copy on a big-endian machine)."""
+def little_endian(values: array[float]) -> array[float]:
+    """`values` in little-endian order, both ways (a copy on a big-endian machine)."""
     if sys.byteorder == "little":
         return values
     swapped = array("d", values)
     swapped.byteswap()
     return swapped
+
+
+def seasonal_steps(
+    model: SeasonalOutlook, season_at: Callable[[int], float], steps: Iterable[int]
+) -> list[Predicted]:
+    """The forecast `h` steps ahead for each of `steps`: the damped trend and the season's
+    value `season_at(h)`, with intervals from the h-step variance (`variance_factor`) and the
+    model's quantiles moved towards normal ones as far ahead (`quantile_ahead`)."""
+    level, trend, var, phi, m = model.level, model.trend, model.var, model.phi, model.season
+    a, b, g, q80, q95 = model.alpha, model.beta, model.gamma, model.q80, model.q95
+    out = []
+    for h in steps:
+        mean = level + damped_steps(phi, h) * trend + season_at(h)
+        factor = variance_factor(a, b, g, m, h, phi)
+        se = math.sqrt(var * factor)
+        out.append(
+            with_intervals(
+                h,
+                mean,
+                se,
+                quantile_ahead(q80, Z80, factor, h),
+                quantile_ahead(q95, Z95, factor, h),
+            )
+        )
+    return out
