@@ -42,10 +42,10 @@ from pushsvc.broker.base import (
     Replayed,
     SeriesPage,
     ShardLag,
+    TopicAppend,
     TopicStats,
     UpdatesHandler,
 )
-from pushsvc.broker.many_appends import TopicAppend
 from pushsvc.broker.redis import operations
 from pushsvc.broker.redis.admission import admitting
 from pushsvc.broker.redis.append_args import ADMIT_ARG, append_call, appended, resplit
