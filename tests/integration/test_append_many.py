@@ -18,8 +18,7 @@ import redis
 from harness.redis_cluster import RedisClusterServers
 from harness.redis_server import RedisServer
 
-from pushsvc.broker.base import Appended
-from pushsvc.broker.many_appends import TopicAppend
+from pushsvc.broker.base import Appended, TopicAppend
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.slots import partition_slot
 from pushsvc.core.event import Event

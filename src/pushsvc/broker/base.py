@@ -25,6 +25,7 @@ from pushsvc.core.idempotency import Idempotency
 from pushsvc.core.topic_pages import TopicRange
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft, UpdateId
+from pushsvc.errors import RequestError
 
 UpdatesHandler = Callable[[list[Update]], None]
 """Called with updates in id order; a list may mix topics."""
@@ -57,6 +58,29 @@ class Appended(NamedTuple):
     replayed: bool = False
     evicted: int = 0
     late: int = 0
+
+
+class TopicAppend(NamedTuple):
+    """One topic's `Broker.append_events`, its arguments named alike."""
+
+    topic: str
+    events: Sequence[Event]
+    lateness_us: int
+    idempotency: Idempotency | None = None
+    keep_late: bool = False
+
+
+@runtime_checkable
+class ManyTopicsAppender(Protocol):
+    """A broker that sends many topics' appends together (the Redis broker: one pipeline per
+    connection), so that a request to a thousand topics (`pushsvc.ingest.cross_topic`) costs a
+    few round trips, not a thousand; a broker without it is called once per topic."""
+
+    def append_many(self, appends: Sequence[TopicAppend]) -> list[Appended | RequestError]:
+        """What `append_events` of each of `appends` would answer, in order: its Appended,
+        or the RequestError it would raise (each append atomic and independent of the
+        others, exactly as called one by one)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

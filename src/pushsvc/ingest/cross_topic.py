@@ -16,9 +16,9 @@ partition) leaves the others logged. On a Redis Cluster the groups of one reques
 several partitions, each group in its topic's.
 
 The groups' appends go to the broker together where it can send them so
-(`pushsvc.broker.many_appends`: on Redis one pipeline per connection, each append still its
-own atomic script with its own answer), up to `_TOGETHER` at a time: a request to a thousand
-topics costs a few round trips, not one per topic.
+(`pushsvc.broker.base.ManyTopicsAppender`: on Redis one pipeline per connection, each append
+still its own atomic script with its own answer), up to `_TOGETHER` at a time: a request to a
+thousand topics costs a few round trips, not one per topic.
 
 Idempotency: the request's key is each group's key on its topic (a key is remembered per
 topic), compared with the digest of the whole request. A retry of the same request replays
@@ -34,8 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from pushsvc.broker.base import Appended, Broker
-from pushsvc.broker.many_appends import ManyTopicsAppender, TopicAppend
+from pushsvc.broker.base import Appended, Broker, ManyTopicsAppender, TopicAppend
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
 from pushsvc.core.lateness import keeps_late

@@ -36,6 +36,7 @@ from redis.exceptions import (
 )
 
 from pushsvc.broker.redis.redirects import learn_topology
+from pushsvc.broker.redis.script_replies import AppendReply
 from pushsvc.broker.redis.scripts import Script
 from pushsvc.broker.redis.wire import unavailable
 from pushsvc.errors import BrokerUnavailable, RequestError
@@ -162,3 +163,13 @@ def _round(
         # The writes' confirmation was lost: each of them answers as if sent alone.
         return [(raw if isinstance(raw, BaseException) else waited, None) for raw in raws]
     return [(raw, int(waited)) for raw in raws]
+
+
+def append_replies(
+    client: redis.Redis, script: Script, calls: Sequence[Call], wait: tuple[int, int] | None
+) -> list[tuple[AppendReply | BaseException, int | None]]:
+    """`send_scripts` of the append script: each reply decoded (`AppendReply`), or its error."""
+    return [
+        (raw if isinstance(raw, BaseException) else AppendReply.decode(raw), replicas)
+        for raw, replicas in send_scripts(client, script, calls, wait=wait)
+    ]

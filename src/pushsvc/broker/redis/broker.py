@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -43,35 +42,24 @@ from pushsvc.broker.base import (
     Replayed,
     SeriesPage,
     ShardLag,
+    TopicAppend,
     TopicStats,
     UpdatesHandler,
 )
-from pushsvc.broker.many_appends import TopicAppend
 from pushsvc.broker.redis import operations
-from pushsvc.broker.redis.append_args import (
-    ADMIT_ARG,
-    ANSWER_ARG,
-    EXPECTED_ARG,
-    FIRST_PAYLOAD_ARG,
-    LATE_ENTRIES_ARG,
-    message_indices,
-    payloads,
-    raise_late,
-    split_as_judged,
-)
-from pushsvc.broker.redis.append_pipeline import ALONE_ERRORS, append_failure, send_scripts
+from pushsvc.broker.redis.admission import admitting
+from pushsvc.broker.redis.append_args import ADMIT_ARG, append_call, appended, resplit
+from pushsvc.broker.redis.append_pipeline import ALONE_ERRORS, append_failure, append_replies
 from pushsvc.broker.redis.cluster_view import shared_view
 from pushsvc.broker.redis.connect import pooled_client, single_client
-from pushsvc.broker.redis.feed import RedisUpdatesFeed
+from pushsvc.broker.redis.feed import RedisUpdatesFeed, updates_in
 from pushsvc.broker.redis.history import HistoryReader
 from pushsvc.broker.redis.keys import (
     Keys,
     covering_channel,
     series_id,
-    series_time,
     time_key,
     time_of_key,
-    topic_of_channel,
 )
 from pushsvc.broker.redis.lease import RedisLease
 from pushsvc.broker.redis.lease_group import RedisLeaseGroup
@@ -86,6 +74,7 @@ from pushsvc.broker.redis.replay import read_page, replay_many, replay_of
 from pushsvc.broker.redis.replication import read_replicas_online
 from pushsvc.broker.redis.script_replies import AppendCode, AppendReply
 from pushsvc.broker.redis.scripts import Script
+from pushsvc.broker.redis.series_points import series_points
 from pushsvc.broker.redis.sharded_pubsub import ShardedPubSubReader
 from pushsvc.broker.redis.url import cluster_credentials, is_cluster, is_tls
 from pushsvc.broker.redis.url import redact_url as redact
@@ -96,11 +85,10 @@ from pushsvc.broker.redis.wire import (
     unavailable,
     unpack,
 )
-from pushsvc.broker.shared_log import LogWaiter, entry_slices
+from pushsvc.broker.shared_log import LogWaiter
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
-from pushsvc.core.idempotency import MAX_KEYS_PER_PARTITION, Idempotency, key_reused
-from pushsvc.core.lateness import late_topic
+from pushsvc.core.idempotency import MAX_KEYS_PER_PARTITION, Idempotency
 from pushsvc.core.partitions import (
     DEFAULT_PARTITIONS,
     check_partitions,
@@ -121,7 +109,6 @@ from pushsvc.errors import (
 log = logging.getLogger(__name__)
 
 # A new topic's admission holds its lock this long at most (a holder that died).
-_ADMIT_LOCK_MS = 2000
 
 
 class RedisBroker:
@@ -296,7 +283,17 @@ class RedisBroker:
         first request (which may have been answered `replicas_unconfirmed`), and this one
         wrote nothing for `WAIT` to confirm."""
         self._check_open()
-        keys, args = self._append_call(topic, events, lateness_us, idempotency, keep_late, fence)
+        keys, args = append_call(
+            self.keys.of(topic),
+            topic,
+            events,
+            lateness_us,
+            idempotency,
+            keep_late,
+            fence,
+            wake=self.on_cluster,
+            max_keys=self._max_keys,
+        )
         past = 0  # the events past the grace, once a SPLIT said which
         # A clock only moves forward, so each SPLIT finds more events past the grace: this
         # many rounds are enough for any race.
@@ -314,16 +311,10 @@ class RedisBroker:
                     reply, replicas = self._run_append(keys, args)
             if reply.code is not AppendCode.SPLIT:
                 break
-            split = split_as_judged(reply, events, lateness_us, keep_late)
-            past = split.past
-            args[ANSWER_ARG] = len(events) - past
-            args[EXPECTED_ARG] = ",".join(map(str, reply.past))
-            args[LATE_ENTRIES_ARG] = len(entry_slices(len(split.late)))
-            del args[FIRST_PAYLOAD_ARG:]
-            args += payloads(split.topic) + payloads(split.late)
+            past = resplit(args, reply, events, lateness_us, keep_late)
         else:  # pragma: no cover - the clock moved past every event
             raise BrokerUnavailable("the topic's clock kept moving: retry")
-        return self._appended(reply, replicas, events, lateness_us, past)
+        return appended(reply, replicas, events, lateness_us, past, self._min_replicas)
 
     def append_many(self, appends: Sequence[TopicAppend]) -> list[Appended | RequestError]:
         """See `ManyTopicsAppender.append_many`: every append's script in one pipeline per
@@ -342,7 +333,17 @@ class RedisBroker:
         if not appends:
             return []
         calls = [
-            self._append_call(a.topic, a.events, a.lateness_us, a.idempotency, a.keep_late, None)
+            append_call(
+                self.keys.of(a.topic),
+                a.topic,
+                a.events,
+                a.lateness_us,
+                a.idempotency,
+                a.keep_late,
+                None,
+                wake=self.on_cluster,
+                max_keys=self._max_keys,
+            )
             for a in appends
         ]
         results: list[Appended | RequestError | None] = [None] * len(appends)
@@ -350,7 +351,8 @@ class RedisBroker:
         new: list[int] = []
 
         def settle(places: list[int]) -> None:
-            sent = self._pipelined(calls, places)
+            wait = (self._min_replicas, self._replica_timeout_ms) if self._min_replicas else None
+            sent = append_replies(self._client, self._append, [calls[i] for i in places], wait)
             for place, (reply, replicas) in zip(places, sent, strict=True):
                 a = appends[place]
                 if isinstance(reply, BaseException):
@@ -364,7 +366,9 @@ class RedisBroker:
                     alone.append(place)
                 else:
                     try:
-                        results[place] = self._appended(reply, replicas, a.events, a.lateness_us, 0)
+                        results[place] = appended(
+                            reply, replicas, a.events, a.lateness_us, 0, self._min_replicas
+                        )
                     except RequestError as exc:
                         results[place] = exc
 
@@ -400,105 +404,15 @@ class RedisBroker:
         assert all(result is not None for result in results)
         return [result for result in results if result is not None]
 
-    def _append_call(
-        self,
-        topic: str,
-        events: Sequence[Event],
-        lateness_us: int,
-        idempotency: Idempotency | None,
-        keep_late: bool,
-        fence: tuple[str, str] | None,
-    ) -> tuple[list[str], list[str | int | bytes]]:
-        """The keys and arguments of `lua/append_events.lua` for one batch, as it came."""
-        part = self.keys.of(topic)
-        keys = [part.log, part.clocks, part.logged]
-        times = "".join(
-            time_key(event.ts_us) + time_key(event.ts_us + lateness_us) for event in events
+    def _admitting(self) -> contextlib.AbstractContextManager[None]:
+        """The lock under which new topics are counted and admitted (`admission.py`)."""
+        return admitting(
+            self._client,
+            self.keys.admitting,
+            self._release_admitting,
+            self._socket_timeout,
+            on_cluster=self.on_cluster,
         )
-        aside = late_topic(topic) if keep_late else ""
-        args: list[str | int | bytes] = [topic, aside, times, ""]
-        if fence is not None:
-            keys.append(part.fence(fence[0]))
-            args.append(fence[1])
-        else:
-            args.append("")
-        if idempotency is not None:
-            keys += [part.idempotency(topic, idempotency.key), part.idempotency_order]
-            args += [idempotency.digest, len(events), idempotency.window_ms]
-        else:
-            args += ["", "", 0]
-        args += [part.wake_channel if self.on_cluster else "", self._max_keys, "", 0]
-        args.append("" if keep_late else message_indices(events))
-        args += payloads(events)
-        return keys, args
-
-    def _appended(
-        self,
-        reply: AppendReply,
-        replicas: int | None,
-        events: Sequence[Event],
-        lateness_us: int,
-        past: int,
-    ) -> Appended:
-        """What a final reply of the append script (no SPLIT, no NEW_TOPIC) answers."""
-        if reply.code is AppendCode.LATE:
-            raise_late(reply, events, lateness_us)
-        if reply.code is AppendCode.KEY_REUSED:
-            raise key_reused()
-        if reply.code is AppendCode.REPLAYED:
-            assert reply.replayed_events is not None
-            accepted = reply.replayed_events
-            return Appended(accepted, replayed=True, late=len(events) - accepted)
-        if replicas is not None and replicas < self._min_replicas:
-            raise ReplicasUnconfirmed(
-                f"the events reached {replicas} of {self._min_replicas} replicas in time; "
-                "they will be applied unless the primary is lost (a retry with the same "
-                "Idempotency-Key cannot duplicate them)"
-            )
-        return Appended(len(events) - past, evicted=reply.evicted, late=past)
-
-    def _pipelined(
-        self, calls: Sequence[tuple[list[str], list[str | int | bytes]]], places: list[int]
-    ) -> list[tuple[AppendReply | BaseException, int | None]]:
-        """The reply of each of `calls` at `places` sent in one pipeline per connection, and
-        with `min_replicas` how many replicas confirmed that connection's writes."""
-        sent = [calls[place] for place in places]
-        return [
-            (raw if isinstance(raw, BaseException) else AppendReply.decode(raw), replicas)
-            for raw, replicas in send_scripts(
-                self._client,
-                self._append,
-                sent,
-                wait=(self._min_replicas, self._replica_timeout_ms) if self._min_replicas else None,
-            )
-        ]
-
-    @contextlib.contextmanager
-    def _admitting(self) -> Iterator[None]:
-        """Hold the lock under which new topics are counted and admitted. A holder that dies
-        leaves it for `_ADMIT_LOCK_MS` at most."""
-        token = secrets.token_hex(8)
-        deadline = time.monotonic() + self._socket_timeout
-        try:
-            with unavailable("admit a new topic"):
-                while not self._client.set(self.keys.admitting, token, nx=True, px=_ADMIT_LOCK_MS):
-                    if time.monotonic() > deadline:
-                        raise BrokerUnavailable("timed out waiting to admit a new topic")
-                    time.sleep(0.001)
-        except BrokerUnavailable as exc:
-            if not self.on_cluster:
-                raise
-            # The lock's primary is failing over: admit unlocked rather than refuse every
-            # new topic of every partition meanwhile (the limit may then be passed by as
-            # many new topics as race for the last places).
-            log.warning("admitting a new topic without its lock: %s", exc.message)
-            yield
-            return
-        try:
-            yield
-        finally:
-            with contextlib.suppress(BrokerUnavailable), unavailable("admit a new topic"):
-                self._release_admitting(keys=[self.keys.admitting], args=[token])
 
     def claim_fence(self, name: str, token: str) -> None:
         """Make `token` the fence of lease `name` in every partition (a new holder, before it
@@ -583,17 +497,7 @@ class RedisBroker:
         self._check_open()
 
         def on_messages(messages: list[tuple[bytes, bytes]]) -> None:
-            updates: list[Update] = []
-            for name, data in messages:
-                try:
-                    if name.endswith(b"}:all"):  # a partition's every update: topic first
-                        raw_topic, _, data = data.partition(b"\n")
-                        topic = raw_topic.decode()
-                    else:
-                        topic = topic_of_channel(name)
-                    updates.extend(unpack(topic, packed) for packed in data.split(b"\n"))
-                except ValueError:
-                    log.warning("ignoring a malformed update message on %r", name)
+            updates = updates_in(messages)
             if updates:
                 handler(updates)
 
@@ -780,18 +684,7 @@ class RedisBroker:
                 withscores=True,
             )
             clock, raw, corrected = pipe.execute()
-        entries = stream_entries(raw)
-        points = [(series_time(i), fields[b"p"]) for i, fields in entries]
-        if corrected:
-            # The points kept beside the stream lay over its (`publish_updates.lua`).
-            offset = int(series_id(0).partition("-")[0])
-            merged = dict(points)
-            for member, score in corrected:
-                merged[(int(score) - offset) * 1000] = bytes(member[8:])
-            points = sorted(merged.items())
-        if clock is not None:
-            kept_from = time_of_key(clock) - retention_us + 1
-            points = [p for p in points if p[0] >= kept_from]
+        points = series_points(raw, corrected, clock, retention_us)
         return SeriesPage(points[:limit], len(points) > limit)
 
     def derived_through(self, topics: Sequence[str]) -> dict[str, int]:

@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
-from pushsvc.broker.redis.keys import Keys
+from pushsvc.broker.redis.keys import Keys, topic_of_channel
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.broker.redis.sharded_pubsub import ShardedPubSubReader
+from pushsvc.broker.redis.wire import unpack
 from pushsvc.core.topics import ALERTS, ALL
+from pushsvc.core.updates import Update
+
+log = logging.getLogger("pushsvc.broker.redis.broker")
+"""The broker's logger: a malformed message is the broker's to report."""
+
+
+def updates_in(messages: Sequence[tuple[bytes, bytes]]) -> list[Update]:
+    """The updates of pub/sub messages, in order: a topic's channel carries its own, a
+    partition's every-update channel (`...}:all`) each with its topic on the first line. A
+    malformed message is logged and skipped."""
+    updates: list[Update] = []
+    for name, data in messages:
+        try:
+            if name.endswith(b"}:all"):  # a partition's every update: topic first
+                raw_topic, _, data = data.partition(b"\n")
+                topic = raw_topic.decode()
+            else:
+                topic = topic_of_channel(name)
+            updates.extend(unpack(topic, packed) for packed in data.split(b"\n"))
+        except ValueError:
+            log.warning("ignoring a malformed update message on %r", name)
+    return updates
 
 
 class RedisUpdatesFeed:
