@@ -128,7 +128,7 @@ class Aggregator:
         if state.awaits_value and any(e.value is not None and e.mark != PAST_GRACE for e in events):
             # Its first value: its windows of values and series from this entry on, whether
             # applied or replayed (`topic_state`).
-            self._factory.valued(state, topic)
+            self._factory.valued(state, topic, at)
         if state.replay is not None and at <= state.replay.until:
             self._replay_exact(state, events, at)
             return []
@@ -302,6 +302,8 @@ class Aggregator:
         series buckets and session windows, which keep their own events)."""
         windows = state.windows
         groups, series, sessions = state.groups, state.series, state.sessions
+        if state.series_from is not None and at < state.series_from:
+            series = None  # made at a later entry (the topic's first value): not in them
         for index, event in enumerate(events):
             if event.mark == PAST_GRACE:
                 continue  # in no statistic (`_marked`)

@@ -40,6 +40,7 @@ def checkpoint_of(state: TopicState, topic: str, position: LogPosition) -> Check
         _scores_state(series),
         b"" if state.sessions is None else state.sessions.windows.durable_state(),
         _forecast_state(series),
+        state.series_from,
     )
 
 
@@ -89,6 +90,7 @@ def restore_into(
         state.sessions.windows.restore(checkpoint.sessions)
     if state.series is None and checkpoint.series and factory.lazy_series(state.rule):
         factory.with_series(state, checkpoint.topic)
+        state.series_from = checkpoint.series_from
     state.awaits_value = isinstance(state.windows, Unvalued) or (
         state.series is None and factory.lazy_series(state.rule)
     )

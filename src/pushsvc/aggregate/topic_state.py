@@ -70,6 +70,9 @@ class TopicState:
     replay: Replay | None = None
     messages: MessageCounts | None = None
     """The topic's messages by type per exact window, from its first message on."""
+    series_from: LogPosition | None = None
+    """The log entry its series of the server's tiers were made at (its first value's), None
+    where its series came with the topic: a rebuild's replay feeds them no earlier entry."""
     awaits_value: bool = False
     """Whether what the topic keeps of values (its windows, the server's series tiers) is
     still to be made, at its first value (`TopicFactory.valued`)."""
@@ -213,7 +216,7 @@ class TopicFactory:
             and bool(self.tiers(rule))
         )
 
-    def valued(self, state: TopicState, topic: str) -> None:
+    def valued(self, state: TopicState, topic: str, at: LogPosition) -> None:
         """The topic's first value is coming: make its windows of values, at its clock, and
         its series of the server's tiers, if its rule has them (before its alerts, which
         read no series of these: no forecast)."""
@@ -222,6 +225,7 @@ class TopicFactory:
             state.windows = self.compiled(state.rule).valued(state.windows)
         if state.series is None and self.lazy_series(state.rule):
             self.with_series(state, topic)
+            state.series_from = at
 
     def with_series(self, state: TopicState, topic: str) -> SeriesStage:
         """Give `state` its series stage (the server's tiers), in its place among its

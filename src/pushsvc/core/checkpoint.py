@@ -96,6 +96,10 @@ class Checkpoint:
     forecast: bytes = b""
     """The topic's series' forecast model (`BucketForecaster.to_bytes`), empty when its rule
     forecasts nothing (or the checkpoint was written before forecasts: it still loads)."""
+    series_from: tuple[int, int] | None = None
+    """The log entry its series were made at, where they are the server's tiers, made at the
+    topic's first value (`pushsvc.aggregate.topic_state`): a rebuild's replay feeds them no
+    earlier entry. None: from the topic's first event (or written before: it still loads)."""
 
     def fields(self) -> dict[bytes, bytes]:
         """As the fields of one Redis hash (written whole, in one step)."""
@@ -104,6 +108,7 @@ class Checkpoint:
             "position": list(self.position),
             "clock": self.clock_us,
             "slot": self.sweep_slot,
+            **({} if self.series_from is None else {"series_from": list(self.series_from)}),
             "groups": [
                 {
                     "id": g.id,
@@ -166,4 +171,5 @@ class Checkpoint:
             fields.get(_ANOMALY, b""),
             fields.get(_SESSIONS, b""),
             fields.get(_FORECAST, b""),
+            tuple(head["series_from"]) if "series_from" in head else None,
         )
