@@ -337,6 +337,21 @@ class Broker(Protocol):
     def close(self) -> None: ...
 
 
+def append_alone(broker: Broker, append: TopicAppend) -> Appended | RequestError:
+    """`broker.append_events` of one `append`: what it answers, or the RequestError it raises
+    (as `ManyTopicsAppender.append_many` answers each of its appends)."""
+    try:
+        return broker.append_events(
+            append.topic,
+            append.events,
+            lateness_us=append.lateness_us,
+            idempotency=append.idempotency,
+            keep_late=append.keep_late,
+        )
+    except RequestError as exc:
+        return exc
+
+
 @runtime_checkable
 class HistoryKeeper(Protocol):
     """A broker that reads its bounded history by topic (`GET /topics/<t>/history`)."""

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from pushsvc.broker.base import Appended, Broker, ManyTopicsAppender, TopicAppend
+from pushsvc.broker.base import Appended, Broker, ManyTopicsAppender, TopicAppend, append_alone
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
 from pushsvc.core.lateness import keeps_late
@@ -134,18 +134,7 @@ def _append_each(
     for append in appends:
         if pause is not None and results:
             pause()
-        try:
-            results.append(
-                broker.append_events(
-                    append.topic,
-                    append.events,
-                    lateness_us=append.lateness_us,
-                    idempotency=append.idempotency,
-                    keep_late=append.keep_late,
-                )
-            )
-        except RequestError as exc:
-            results.append(exc)
+        results.append(append_alone(broker, append))
     return results
 
 

@@ -45,6 +45,7 @@ from pushsvc.broker.base import (
     TopicAppend,
     TopicStats,
     UpdatesHandler,
+    append_alone,
 )
 from pushsvc.broker.redis import operations
 from pushsvc.broker.redis.admission import admitting
@@ -390,17 +391,7 @@ class RedisBroker:
                     if results[place] is None and place not in gone:
                         results[place] = exc
         for place in alone + new:  # `new`: admitted and still new (a race): as alone
-            a = appends[place]
-            try:
-                results[place] = self.append_events(
-                    a.topic,
-                    a.events,
-                    lateness_us=a.lateness_us,
-                    idempotency=a.idempotency,
-                    keep_late=a.keep_late,
-                )
-            except RequestError as exc:
-                results[place] = exc
+            results[place] = append_alone(self, appends[place])
         assert all(result is not None for result in results)
         return [result for result in results if result is not None]
 
