@@ -315,7 +315,9 @@ class Detector:
             weight = p.context_weight
             if self.age < p.mature:
                 weight *= self.age / p.mature
-            scored = (1.0 - weight) * scored + weight * novelty
+            # At least 0: a tail of 1 logs a hair above 0 (its 1e-10), and a negative score
+            # raised to a fractional power below is a complex number.
+            scored = max(0.0, (1.0 - weight) * scored + weight * novelty)
             if p.calibrate:
                 self.flags *= 1.0 - 1.0 / p.calibrate_horizon
                 scored = scored ** (1.0 + p.calibrate * self.flags)
