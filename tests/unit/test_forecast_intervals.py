@@ -19,6 +19,7 @@ from pushsvc.series.forecast_errors import LEAST, WINDOW, ErrorQuantiles, quanti
 from pushsvc.series.forecast_holt_winters import HoltWinters, HwParams
 from pushsvc.series.forecast_outlook import SeasonalOutlook, outlook_from_bytes
 from pushsvc.stats.state_codec import StateWriter
+from support.ets_series import ets_series
 
 M = 24
 TRUTH = HwParams(0.2, 0.01, 0.1, 0.9)
@@ -31,16 +32,7 @@ def simulate(n: int, rng: np.random.Generator, dof: int | None) -> array[float]:
         errors = rng.normal(0, 1, n)
     else:
         errors = rng.standard_t(dof, n) / math.sqrt(dof / (dof - 2))
-    level, trend, p = 20.0, 0.05, TRUTH
-    shape = list(5 * np.sin(2 * np.pi * np.arange(M) / M))
-    out = array("d")
-    for t, e in enumerate(errors.tolist()):
-        damped = p.phi * trend
-        out.append(level + damped + shape[t % M] + e)
-        level += damped + p.alpha * e
-        trend = damped + p.beta * e
-        shape[t % M] += p.gamma * e
-    return out
+    return ets_series(errors.tolist(), M, TRUTH)
 
 
 def test_the_quantiles_are_the_conformal_ranks_of_the_last_window() -> None:
