@@ -54,6 +54,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from bench.fresh_series import load_fresh
 from bench.nab import load_corpus
 from pushsvc.rules.forecast import ForecastRule
 from pushsvc.rules.point import Point
@@ -66,11 +67,14 @@ from pushsvc.series.forecasting import BucketForecaster
 
 PAST = 0.8
 DAY = pd.Timedelta(days=1)
+AHEAD = ("1 step", "6 h", "1 day")
 SETS = {  # spacing -> (horizon names, stride between origins)
     "5m": {pd.Timedelta(minutes=5): (("5 min", "1 h", "4 h"), 12)},
-    "heldout": {
-        pd.Timedelta(hours=1): (("1 step", "6 h", "1 day"), 1),
-        pd.Timedelta(minutes=30): (("1 step", "6 h", "1 day"), 1),
+    "heldout": {pd.Timedelta(hours=1): (AHEAD, 1), pd.Timedelta(minutes=30): (AHEAD, 1)},
+    "fresh": {
+        pd.Timedelta(hours=1): (AHEAD, 1),
+        pd.Timedelta(minutes=30): (AHEAD, 1),
+        pd.Timedelta(minutes=5): (AHEAD, 6),  # an origin every half hour: 10,000 of them
     },
 }
 Run = dict[int, list[Predicted]]
@@ -79,9 +83,14 @@ Model = Callable[[np.ndarray, int, list[int], int, int], Run]
 """(series, index of the first future point, origins, longest horizon, season) -> Run."""
 
 
-def load(nab: Path, only: list[str], heldout: bool) -> dict[str, tuple[np.ndarray, int, Any]]:
-    """name -> (values, buckets a day, (horizon names, stride)) of the report set."""
-    wanted = SETS["heldout" if heldout else "5m"]
+def load(nab: Path | None, only: list[str], kind: str) -> dict[str, tuple[np.ndarray, int, Any]]:
+    """name -> (values, buckets a day, (horizon names, stride)) of the report set `kind`."""
+    wanted = SETS[kind]
+    if kind == "fresh":
+        return {name: (values, int(DAY / spacing), wanted[spacing])
+                for name, (values, spacing) in load_fresh(only).items()}  # fmt: skip
+    assert nab is not None
+    heldout = kind == "heldout"
     out = {}
     for file in load_corpus(nab):
         if not file.relative.startswith("real") or (
@@ -99,8 +108,8 @@ def load(nab: Path, only: list[str], heldout: bool) -> dict[str, tuple[np.ndarra
     return out
 
 
-def horizons(day: int, heldout: bool) -> tuple[int, int, int]:
-    return (1, day // 4, day) if heldout else (1, 12, 48)
+def horizons(day: int, kind: str) -> tuple[int, int, int]:
+    return (1, 12, 48) if kind == "5m" else (1, day // 4, day)
 
 
 def smape(actual: float, forecast: float) -> float:
@@ -145,9 +154,10 @@ def statsforecast(model: str) -> Model:
     return run
 
 
-def models(heldout: bool, with_statsforecast: bool) -> dict[str, Model]:
+def models(kind: str, with_statsforecast: bool) -> dict[str, Model]:
+    heldout = kind != "5m"
     out: dict[str, Model] = {
-        "pushsvc holt_winters": online(lambda m, h: HoltWinters(m)),
+        "pushsvc holt_winters": online(lambda m, h: HoltWinters(m, horizon=h)),
         "pushsvc holt_winters (fitted)": online(lambda m, h: HoltWinters(m, fit=True, horizon=h)),
     }
     if not heldout:
@@ -182,16 +192,17 @@ def _median(figures: list[float], naive: list[float] | None) -> str:
 
 
 def accuracy(args: argparse.Namespace) -> int:
-    series = load(args.nab, args.only, args.heldout)
+    kind = "fresh" if args.fresh else "heldout" if args.heldout else "5m"
+    series = load(args.nab, args.only, kind)
     if not series:
-        print(f"no series of the report set under {args.nab}/data", file=sys.stderr)
+        print(f"no series of the report set {kind} (--nab {args.nab})", file=sys.stderr)
         return 1
     table: dict[str, dict[str, list[float]]] = {}
     for name, (y, m, (names, stride)) in series.items():
-        steps = dict(zip(horizons(m, args.heldout), names, strict=True))
+        steps = dict(zip(horizons(m, kind), names, strict=True))
         split, longest = int(len(y) * PAST), max(steps)
         origins = list(range(split, len(y) - longest + 1, stride))
-        for label, model in models(args.heldout, not args.no_statsforecast).items():
+        for label, model in models(kind, not args.no_statsforecast).items():
             run = model(y, split, origins, longest, m)
             for key, value in score(y, split, m, run, steps).items():
                 table.setdefault(label, {}).setdefault(key, []).append(value)
@@ -286,16 +297,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--nab", type=Path, help="a checkout of numenta/NAB")
     parser.add_argument("--heldout", action="store_true", help="the hourly and half-hourly set")
+    parser.add_argument("--fresh", action="store_true", help="the series of bench.fresh_series")
     parser.add_argument("--only", action="append", default=[], help="files whose name has this")
     parser.add_argument("--no-statsforecast", action="store_true")
     parser.add_argument("--cost-only", action="store_true", help="only the cost per bucket")
+    parser.add_argument("--no-cost", action="store_true", help="the accuracy only")
     args = parser.parse_args(argv)
     status = 0
-    if args.nab is None and not args.cost_only:
-        parser.error("--nab is needed, unless --cost-only")
+    if args.nab is None and not (args.cost_only or args.fresh):
+        parser.error("--nab is needed, unless --fresh or --cost-only")
     if not args.cost_only:
         status = accuracy(args)
-    five = load(args.nab, args.only, False) if args.nab is not None else {}
+    if args.no_cost:
+        return status
+    five = load(args.nab, args.only, "5m") if args.nab is not None else {}
     longest = max((y for y, _, _ in five.values()), key=len, default=None)
     costs(None if longest is None else [float(v) for v in longest])
     return status
