@@ -9,13 +9,26 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Callable
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pushsvc.series.forecast import Z80, Z95
-from pushsvc.series.forecast_errors import LEAST, WINDOW, ErrorQuantiles, quantile_ahead
+from pushsvc.series.forecast_errors import (
+    LEAST,
+    LONGEST,
+    TRACKED,
+    WINDOW,
+    Band,
+    ErrorWindow,
+    HorizonErrors,
+    tracked_horizons,
+)
 from pushsvc.series.forecast_holt_winters import HoltWinters, HwParams
 from pushsvc.series.forecast_outlook import SeasonalOutlook, outlook_from_bytes
 from pushsvc.stats.state_codec import StateWriter
@@ -37,7 +50,7 @@ def simulate(n: int, rng: np.random.Generator, dof: int | None) -> array[float]:
 
 def test_the_quantiles_are_the_conformal_ranks_of_the_last_window() -> None:
     rng = np.random.default_rng(1)
-    window = ErrorQuantiles()
+    window = ErrorWindow()
     kept: list[float] = []
     for i, (error, var) in enumerate(
         zip(rng.standard_t(3, 1300), rng.uniform(0.5, 4, 1300), strict=True)
@@ -47,7 +60,7 @@ def test_the_quantiles_are_the_conformal_ranks_of_the_last_window() -> None:
         n = min(len(kept), WINDOW)
         last = pd.Series(np.array(kept[-n:], dtype=np.float32))
         if n < LEAST:
-            assert window.quantiles() == (Z80, Z95)
+            assert window.quantiles() is None
             continue
         if i % 50 == 0 or i == 1299:
             ranks = (math.ceil((n + 1) * 0.80), math.ceil((n + 1) * 0.95))
@@ -57,52 +70,128 @@ def test_the_quantiles_are_the_conformal_ranks_of_the_last_window() -> None:
 
 
 def test_errors_without_a_variance_are_not_kept() -> None:
-    window = ErrorQuantiles()
+    window = ErrorWindow()
     for var in (0.0, -1.0, math.nan):
         window.add(1.0, var)
     window.add(math.inf, 1.0)
-    assert len(window) == 0 and window.quantiles() == (Z80, Z95)
+    assert len(window) == 0 and window.quantiles() is None
 
 
 def test_the_window_round_trips_and_refuses_damage() -> None:
     rng = np.random.default_rng(2)
-    running = ErrorQuantiles()
+    running = ErrorWindow()
     for e in rng.standard_t(3, 700):
         running.add(float(e), 1.0)
-    restored = ErrorQuantiles.from_bytes(running.to_bytes())
+    restored = ErrorWindow.from_bytes(running.to_bytes())
     assert restored.quantiles() == running.quantiles()
     for e in rng.standard_t(3, 300):
         running.add(float(e), 1.0)
         restored.add(float(e), 1.0)
         assert restored.quantiles() == running.quantiles()
     assert restored.to_bytes() == running.to_bytes()
-    for bad in (b"\x00" * 3, b"\x00" * (4 * WINDOW + 4), array("f", [-1.0]).tobytes()):
+    for bad in (b"\x00" * 3, array("f", [-1.0]).tobytes(), array("f", [math.nan]).tobytes()):
         with pytest.raises(ValueError, match="window"):
-            ErrorQuantiles.from_bytes(bad)
+            ErrorWindow.from_bytes(bad)
 
 
-def test_ahead_a_quantile_tends_to_the_normal_one_as_the_variance_grows() -> None:
-    assert quantile_ahead(0.9, Z80, 1.0, 1) == 0.9
-    qs = [quantile_ahead(0.9, Z80, 1 + 0.05 * (h - 1), h) for h in (1, 2, 6, 24, 200)]
-    assert qs == sorted(qs) and Z80 - qs[-1] < 0.01
-    assert quantile_ahead(Z95, Z95, 3.0, 24) == Z95
+def test_the_tracked_horizons_run_from_one_step_to_the_horizon_evenly_in_log() -> None:
+    assert tracked_horizons(1) == (1,)
+    assert tracked_horizons(24) == (1, 2, 4, 7, 13, 24)
+    assert tracked_horizons(288) == (1, 3, 10, 30, 93, 288)
+    assert tracked_horizons(10_000) == tracked_horizons(LONGEST)
+    for h in range(1, 400):
+        got = tracked_horizons(h)
+        assert got[0] == 1 and got[-1] == min(h, LONGEST) and len(got) <= TRACKED
+        assert list(got) == sorted(set(got))
+
+
+def test_between_two_tracked_horizons_the_width_moves_as_the_models_standard_error() -> None:
+    """At a tracked horizon, its quantile times the standard error; between two, from one's
+    width to the other's as the standard error grows (in log steps where it does not);
+    outside, the nearest one's quantile; never narrower than a nearer tracked horizon's."""
+    table = ((1, 1.0, 2.0), (4, 2.0, 4.0), (16, 1.0, 2.0))
+
+    def se(h: int) -> float:
+        return math.sqrt(h)  # 1, 2 and 4 at the tracked horizons
+
+    band = Band(table, se)
+    assert Band((), se).at(5, 3.0) == (3.0 * Z80, 3.0 * Z95)
+    assert band.at(1, se(1)) == (1.0, 2.0)
+    assert band.at(4, se(4)) == (4.0, 8.0)
+    # Halfway from 1 to 4 in the standard error (1 to 2): halfway from width 1 to width 4.
+    assert band.at(2, 1.5) == pytest.approx((2.5, 5.0))
+    # At 16 the quantiles would make it 4 and 8 wide, as at 4: never narrower.
+    assert band.at(16, se(16)) == (4.0, 8.0) and band.at(9, se(9)) == (4.0, 8.0)
+    assert band.at(64, 8.0) == pytest.approx((8.0, 16.0))  # past the last: as the model
+    flat = Band(((1, 1.0, 2.0), (4, 2.0, 4.0)), lambda h: 1.0)
+    assert flat.at(2, 1.0) == pytest.approx((1.5, 3.0))  # a flat model: in log steps
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(st.tuples(st.floats(0, 10), st.floats(0, 10)), min_size=1, max_size=TRACKED),
+    growth=st.lists(st.floats(0, 5), min_size=300, max_size=300),
+    horizon=st.integers(1, 300),
+)
+def test_intervals_never_narrow_further_ahead(
+    rows: list[tuple[float, float]], growth: list[float], horizon: int
+) -> None:
+    """Whatever each horizon's quantiles and however the standard error grows, the widths
+    grow with the step, and the 95 % interval holds the 80 % one."""
+    horizons = tracked_horizons(horizon)[: len(rows)]
+    table = tuple((k, min(a, b), max(a, b)) for k, (a, b) in zip(horizons, rows, strict=False))
+    ses = np.cumsum(growth).tolist()
+
+    def se(h: int) -> float:
+        return ses[h - 1]
+
+    band = Band(table, se)
+    widths = [band.at(h, se(h)) for h in range(1, 301)]
+    for (a80, a95), (b80, b95) in pairwise(widths):
+        assert b80 >= a80 - 1e-9 * (1 + a80) and b95 >= a95 - 1e-9 * (1 + a95)
+    assert all(w80 <= w95 + 1e-9 * (1 + w95) for w80, w95 in widths)
+
+
+def test_each_horizons_errors_are_those_of_the_forecasts_made_that_many_steps_before() -> None:
+    """The model's own forecasts, recorded at every value from outside (`predict_steps`), give
+    each tracked horizon's standardised errors: the windows' quantiles are their conformal
+    ranks, horizon by horizon."""
+    y = simulate(1200, np.random.default_rng(3), 3)
+    model = HoltWinters(M, TRUTH, horizon=M)
+    horizons = model.spread.horizons
+    made: dict[int, list[tuple[int, float, float]]] = {k: [] for k in horizons}
+    for i, v in enumerate(y):
+        model.learn(v)
+        if model.started:
+            for k, p in zip(horizons, model.predict_steps(horizons), strict=True):
+                sd = math.sqrt(model.var * model.variance_factor(k))
+                made[k].append((i + k, p.mean, sd))
+    table = dict((k, (q80, q95)) for k, q80, q95 in model.spread.quantiles())
+    assert sorted(table) == list(horizons)
+    for k in horizons:
+        errors = [abs(y[t] - mean) / np.float32(sd) for t, mean, sd in made[k] if t < len(y)]
+        last = pd.Series(np.array(errors[-WINDOW:], dtype=np.float32))
+        n = len(last)
+        ranks = (math.ceil((n + 1) * 0.80), math.ceil((n + 1) * 0.95))
+        expected = tuple(float(last.nsmallest(r).iloc[-1]) for r in ranks)
+        assert table[k] == pytest.approx(expected, rel=1e-6), k
 
 
 @pytest.mark.parametrize("fit", [False, True], ids=["fixed", "fitted"])
 @pytest.mark.parametrize("dof", [3, None], ids=["t3", "gaussian"])
 def test_intervals_cover_their_share_ahead(dof: int | None, fit: bool) -> None:
     """20 series of 2,000 values, 250 origins each after the first 1,500: the 80 % and 95 %
-    intervals 1, 6 and 24 steps ahead (a season) cover within 3 and 2 points of their share.
-    Fitted for one step ahead: fitted for forecasts a season ahead, the model's own variance
-    factor under-covers a season ahead whatever the quantiles (0.77 at 80 % with Gaussian
-    innovations)."""
+    intervals 1, 6 and 24 steps ahead (a season) cover within 3 and 2 points of their share,
+    fixed or fitted for forecasts a season ahead (where the fitted model's own variance factor
+    under-covers a season ahead: 0.77 at 80 % with Gaussian innovations and the one-step
+    errors' quantiles, as the intervals were made before each horizon had its own)."""
     rng = np.random.default_rng(7)
     steps = (1, 6, 24)
     inside = {h: [0, 0] for h in steps}
     total = 0
     for _ in range(20):
         y = simulate(2000, rng, dof)
-        model = HoltWinters(M, fit=True) if fit else HoltWinters(M, TRUTH)
+        model = HoltWinters(M, fit=True, horizon=M) if fit else HoltWinters(M, TRUTH, horizon=M)
         for i in range(len(y) - max(steps)):
             model.learn(y[i])
             if i >= 1500 and i % 2 == 0:
@@ -115,12 +204,59 @@ def test_intervals_cover_their_share_ahead(dof: int | None, fit: bool) -> None:
         assert in95 / total == pytest.approx(0.95, abs=0.02), h
 
 
+def ar1_noise_on_a_season(n: int, rng: np.random.Generator) -> list[float]:
+    """A daily shape plus AR(1) noise (0.9): a series no ETS model describes, whose errors
+    ahead grow as the noise's memory says, not as the model's parameters do."""
+    noise, out = 0.0, []
+    for t, e in enumerate(rng.normal(0, 1, n)):
+        noise = 0.9 * noise + float(e)
+        out.append(10 + 5 * math.sin(2 * math.pi * t / M) + noise)
+    return out
+
+
+def coverage(
+    make: Callable[[], HoltWinters], steps: tuple[int, ...]
+) -> dict[int, tuple[float, float]]:
+    """step -> the share of values inside the 80 % and 95 % intervals: 20 series of 2,000
+    values of `ar1_noise_on_a_season`, 250 origins each after the first 1,500."""
+    rng = np.random.default_rng(7)
+    inside = {h: [0, 0] for h in steps}
+    total = 0
+    for _ in range(20):
+        y = ar1_noise_on_a_season(2000, rng)
+        model = make()
+        for i in range(len(y) - max(steps)):
+            model.learn(y[i])
+            if i >= 1500 and i % 2 == 0:
+                for h, p in zip(steps, model.predict_steps(steps), strict=True):
+                    inside[h][0] += p.lo80 <= y[i + h] <= p.hi80
+                    inside[h][1] += p.lo95 <= y[i + h] <= p.hi95
+                total += 1
+    return {h: (in80 / total, in95 / total) for h, (in80, in95) in inside.items()}
+
+
+@pytest.mark.parametrize("fit", [False, True], ids=["fixed", "fitted"])
+def test_on_a_series_the_model_does_not_describe_each_horizon_covers_its_share(fit: bool) -> None:
+    """Each horizon's quantiles come from its own errors, so the intervals cover their share
+    1, 6 and 24 steps ahead however wrong the model's variance factor is; the one-step
+    errors' quantiles alone (a model tracking one step) miss a season ahead, too narrow
+    with the fixed defaults and too wide fitted."""
+    steps = (1, 6, 24)
+    params = HwParams()
+    tracked = coverage(lambda: HoltWinters(M, params, fit, horizon=M), steps)
+    for h, (in80, in95) in tracked.items():
+        assert in80 == pytest.approx(0.80, abs=0.03), h
+        assert in95 == pytest.approx(0.95, abs=0.02), h
+    one_step = coverage(lambda: HoltWinters(M, params, fit, horizon=1), (M,))
+    assert abs(one_step[M][0] - 0.80) > 0.05
+
+
 def test_a_checkpoint_restores_the_same_intervals() -> None:
-    """A fitted model on a t3 series, restored from its state every 97 values, forecasts the
-    very same points and intervals as the running one; its outlook makes them too, through
-    its stored form."""
+    """A fitted model on a t3 series, restored from its state every 97 values (forecasts of
+    every tracked horizon in flight), forecasts the very same points and intervals as the
+    running one; its outlook makes them too, through its stored form."""
     y = simulate(1500, np.random.default_rng(4), 3)
-    running, restored = HoltWinters(M, fit=True), HoltWinters(M, fit=True)
+    running, restored = HoltWinters(M, fit=True, horizon=M), HoltWinters(M, fit=True, horizon=M)
     for i, v in enumerate(y):
         running.learn(v)
         restored.learn(v)
@@ -128,41 +264,107 @@ def test_a_checkpoint_restores_the_same_intervals() -> None:
             restored = HoltWinters.from_bytes(restored.to_bytes())
             assert restored.predict(2 * M) == running.predict(2 * M)
     assert restored.to_bytes() == running.to_bytes()
-    assert running.spread.quantiles() != (Z80, Z95)
+    assert len(running.spread.quantiles()) == len(tracked_horizons(M))
     outlook = running.outlook(2 * M)
     assert isinstance(outlook, SeasonalOutlook)
     steps = [1, 5, 24, 25, 48, 100]
     assert outlook_from_bytes(outlook.to_bytes()).at(steps) == running.predict_steps(steps)
 
 
+def _older(model: HoltWinters, version: int, errors: bytes | None) -> bytes:
+    """`model`'s state as `version` wrote it: its errors `errors` (a one-step window, as
+    version 3 kept), or none (before version 3)."""
+    state = model.to_bytes()
+    tail = StateWriter()
+    tail.blob(model.spread.to_bytes())
+    assert state.startswith(b"\x04") and state.endswith(bytes(tail))
+    body = state[1 : -len(bytes(tail))]
+    if errors is None:
+        return bytes([version]) + body
+    window = StateWriter()
+    window.blob(errors)
+    return bytes([version]) + body + bytes(window)
+
+
 def test_a_checkpoint_without_errors_loads_with_normal_quantiles_then_learns_them() -> None:
     y = simulate(600, np.random.default_rng(5), 3)
-    model = HoltWinters(M, TRUTH)
+    model = HoltWinters(M, TRUTH, horizon=M)
     for v in y[:300]:
         model.learn(v)
-    state = model.to_bytes()
-    window = StateWriter()
-    window.blob(model.spread.to_bytes())
-    assert state.startswith(b"\x03") and state.endswith(bytes(window))
-    old = HoltWinters.from_bytes(b"\x02" + state[1 : -len(bytes(window))])
-    assert len(old.spread) == 0
+    old = HoltWinters.from_bytes(_older(model, 2, None))
+    old.tracking(M)
+    assert old.spread.quantiles() == ()
     now = model.predict(M)
     then = old.predict(M)
     assert [p.mean for p in then] == [p.mean for p in now]
     assert then[0].hi80 - then[0].mean == pytest.approx(Z80 * math.sqrt(model.var))
-    for v in y[300 : 300 + LEAST]:
+    for v in y[300 : 300 + LEAST + M]:
         old.learn(v)
-    assert old.spread.quantiles() != (Z80, Z95)
+    assert [k for k, _, _ in old.spread.quantiles()] == list(tracked_horizons(M))
 
 
-def test_an_outlook_with_normal_quantiles_keeps_its_older_form() -> None:
+def test_a_checkpoint_of_one_step_errors_keeps_them_and_tracks_the_rest_from_then() -> None:
+    """Version 3 kept the one-step errors only (up to 500): restored, the one-step horizon
+    keeps the last `WINDOW` of them, its quantiles serve every step until the others have
+    errors enough, and then each horizon has its own."""
+    y = simulate(900, np.random.default_rng(6), 3)
+    model = HoltWinters(M, TRUTH, horizon=M)
+    for v in y[:600]:
+        model.learn(v)
+    one_step = model.spread.windows[0]
+    older = ErrorWindow()
+    for e in np.random.default_rng(8).standard_t(3, 200):
+        older.add(float(e), 1.0)
+    long_window = older.to_bytes() + one_step.to_bytes()  # 500 errors, oldest first
+    old = HoltWinters.from_bytes(_older(model, 3, long_window))
+    assert old.spread.horizons == (1,)
+    assert old.spread.windows[0].to_bytes() == one_step.to_bytes()
+    old.tracking(M)
+    assert old.spread.horizons == tracked_horizons(M)
+    q80, q95 = one_step.quantiles() or (0.0, 0.0)
+    for p in old.predict_steps((1, 6, 24)):
+        se = math.sqrt(model.var * model.variance_factor(p.step))
+        assert p.hi80 - p.mean == pytest.approx(q80 * se) and p.hi95 - p.mean == pytest.approx(
+            q95 * se
+        )
+    for v in y[600 : 600 + LEAST + M]:
+        old.learn(v)
+    assert [k for k, _, _ in old.spread.quantiles()] == list(tracked_horizons(M))
+
+
+def test_damaged_errors_in_flight_are_refused() -> None:
+    model = HoltWinters(M, TRUTH, horizon=M)
+    for v in simulate(100, np.random.default_rng(9), None):
+        model.learn(v)
+    good = HorizonErrors.from_bytes(model.spread.to_bytes())
+    assert good.to_bytes() == model.spread.to_bytes()
+    too_many = HorizonErrors((1, 2))
+    too_many.means[0].extend([1.0, 2.0])
+    too_many.sds[0].extend([1.0, 1.0])
+    descending = HorizonErrors((2, 1))
+    for bad in (too_many, descending, HorizonErrors(range(1, TRACKED + 2))):
+        with pytest.raises(ValueError, match="horizon"):
+            HorizonErrors.from_bytes(bad.to_bytes())
+
+
+def test_an_outlook_keeps_its_quantiles_by_horizon_and_reads_its_older_forms() -> None:
     ahead = array("d", [1.0, 2.0])
     for phi, kind in ((1.0, 2), (0.9, 3)):
         outlook = SeasonalOutlook(1.0, 0.1, 2.0, 0.2, 0.01, 0.1, 4, ahead, phi)
         assert outlook.to_bytes()[0] == kind
         assert outlook_from_bytes(outlook.to_bytes()) == outlook
-    fitted = SeasonalOutlook(1.0, 0.1, 2.0, 0.2, 0.01, 0.1, 4, ahead, 1.0, 0.9, 1.8)
+    table = ((1, 0.9, 1.8), (2, 1.0, 1.9), (4, 1.2, 2.1))
+    fitted = SeasonalOutlook(1.0, 0.1, 2.0, 0.2, 0.01, 0.1, 4, ahead, 1.0, table)
     assert outlook_from_bytes(fitted.to_bytes()) == fitted
-    disordered = SeasonalOutlook(1.0, 0.1, 2.0, 0.2, 0.01, 0.1, 4, ahead, 1.0, 1.9, 1.8)
-    with pytest.raises(ValueError, match="quantiles"):
-        outlook_from_bytes(disordered.to_bytes())
+    # As kept before the quantiles were each horizon's: one pair, the one-step horizon's.
+    older = StateWriter()
+    older.uint(4)
+    for value in (1.0, 0.1, 2.0, 0.2, 0.01, 0.1, 1.0, 0.9, 1.8):
+        older.double(value)
+    older.uint(4)
+    older.blob(ahead.tobytes())
+    assert outlook_from_bytes(bytes(older)).quantiles == ((1, 0.9, 1.8),)
+    for bad in (((1, 1.9, 1.8),), ((2, 0.9, 1.8), (1, 1.0, 1.9)), ((0, 0.9, 1.8),)):
+        broken = SeasonalOutlook(1.0, 0.1, 2.0, 0.2, 0.01, 0.1, 4, ahead, 1.0, bad)
+        with pytest.raises(ValueError, match="quantiles"):
+            outlook_from_bytes(broken.to_bytes())

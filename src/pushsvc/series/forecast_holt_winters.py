@@ -38,14 +38,16 @@ phi**j) + gamma * [j a whole number of seasons], in closed form
 as fast as the parameters say. `var` is the variance of the one-step errors: their mean
 square, over all errors up to `VAR_WINDOW` of them, then an exponentially weighted one of that
 span (one number, and it follows a series whose noise changes). It starts from the two
-seasons' differences, counted as a season's errors. The quantiles are the series' own: those
-of its recent one-step errors standardised by that variance (`pushsvc.series.forecast_errors`,
-which says why: real series' errors are heavier-tailed than the model's Gaussian innovations,
-and normal quantiles then make the 80 % interval too wide), normal ones until it has a
+seasons' differences, counted as a season's errors. The quantiles are the series' own, by
+horizon: those of its recent errors 1 to `horizon` steps ahead (at a few horizons) standardised
+by the standard error each forecast was made with (`pushsvc.series.forecast_errors`, which
+says why: real series' errors are heavier-tailed than the model's Gaussian innovations, and
+grow ahead faster or slower than its parameters say), normal ones until a horizon has a
 hundred.
 
-Cost: the season's values (8 bytes each), the level, trend, variance and counters, the window
-of standardised errors (`pushsvc.series.forecast_errors.WINDOW` * 8 bytes); until the
+Cost: the season's values (8 bytes each), the level, trend, variance and counters, the
+tracked horizons' forecasts in flight and windows of standardised errors
+(`pushsvc.series.forecast_errors`: 29 KB for a horizon of 288, 25 KB for one of 24); until the
 start, the two seasons' values; a fitted model also its refit window and the fit under way
 (`pushsvc.series.forecast_refit`). A value costs a constant amount of work, and a fitted
 model's value at most `FIT_STEPS` filter steps more; the start costs one pass over two
@@ -67,10 +69,11 @@ from pushsvc.rules.forecast import (
     MAX_SEASON,
 )
 from pushsvc.series.forecast import Predicted
-from pushsvc.series.forecast_errors import ErrorQuantiles
+from pushsvc.series.forecast_errors import HorizonErrors, tracked_horizons
 from pushsvc.series.forecast_fit import EtsParams
 from pushsvc.series.forecast_outlook import (
     SeasonalOutlook,
+    damped_steps,
     seasonal_steps,
     variance_factor,
 )
@@ -84,7 +87,7 @@ VAR_WINDOW = 200
 exponentially with this span: short enough that the larger errors of the first seasons (a
 season started from one season's values) leave it within a few hundred buckets, long enough
 that its own sampling error is about 10 %."""
-_VERSION = 3
+_VERSION = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,16 +121,16 @@ class HoltWinters:
     """Additive Holt-Winters of season `season` buckets. Not greenlet-safe."""
 
     __slots__ = (
-        "_learned", "_start", "errors", "level", "params", "refit", "season", "seasonal",
-        "spread", "trend", "var",
+        "_learned", "_ses", "_start", "errors", "level", "params", "refit", "season",
+        "seasonal", "spread", "trend", "var",
     )  # fmt: skip
 
     def __init__(
         self, season: int, params: HwParams = DEFAULT_PARAMS, fit: bool = False, horizon: int = 1
     ) -> None:
-        """Parameters `params`, or, with `fit`, fitted from `FIT_START` on for forecasts
-        `horizon` steps ahead (where the season is at most `MAX_FIT_SEASON`; longer seasons
-        keep `params`)."""
+        """Parameters `params`, or, with `fit`, fitted from `FIT_START` on (where the season
+        is at most `MAX_FIT_SEASON`; longer seasons keep `params`), for forecasts up to
+        `horizon` steps ahead: what a fit aims at and which horizons' errors are tracked."""
         if not 2 <= season <= MAX_SEASON:
             raise ValueError(f"a season is 2 to {MAX_SEASON} buckets, got {season}")
         fitted = fit and season <= MAX_FIT_SEASON
@@ -147,9 +150,12 @@ class HoltWinters:
         self.errors = 0
         """The errors the variance stands for (the next one's weight is 1 / min(errors + 1,
         VAR_WINDOW))."""
-        self.spread = ErrorQuantiles()
-        """The recent one-step errors over their forecasts' standard errors: the intervals'
-        quantiles."""
+        self.spread = HorizonErrors(tracked_horizons(horizon))
+        """The forecasts in flight and the recent errors over their standard errors at a few
+        horizons: the intervals' quantiles."""
+        self._ses: tuple[float, ...] = ()
+        """sqrt(variance_factor(k)) for each tracked horizon k under `params` (made when
+        first needed)."""
 
     @property
     def learned(self) -> int:
@@ -172,6 +178,13 @@ class HoltWinters:
         if self.refit is None and self.season <= MAX_FIT_SEASON:
             self.refit = Refit.after(self.season, horizon, self._learned)
 
+    def tracking(self, horizon: int) -> None:
+        """From now on, track the errors of forecasts up to `horizon` steps ahead (a model
+        restored from a checkpoint made for another horizon, or before they were tracked by
+        horizon): the horizons tracked before keep their errors."""
+        self.spread = self.spread.tracking(tracked_horizons(horizon))
+        self._ses = ()
+
     def learn(self, value: float) -> None:
         refit = self.refit
         if refit is not None:
@@ -179,14 +192,18 @@ class HoltWinters:
             fitted = refit.learn(value, EtsParams(p.alpha, p.beta, p.gamma, p.phi))
             if fitted is not None:
                 self.params = HwParams(fitted.alpha, fitted.beta, fitted.gamma, fitted.phi)
+                self._ses = ()
         start = self._start
         if start is not None:
             start.append(value)
             self._learned += 1
             if len(start) == 2 * self.season:
                 self._begin(start)
+                self._expect()
             return
+        self.spread.observe(value)
         self._update(value)
+        self._expect()
 
     def _begin(self, values: array[float]) -> None:
         m = self.season
@@ -213,10 +230,22 @@ class HoltWinters:
         self.level += damped + p.alpha * error
         self.trend = damped + p.beta * error
         seasonal[phase] += p.gamma * error
-        self.spread.add(error, self.var)
         self.errors += 1
         self.var += (error * error - self.var) / min(self.errors, VAR_WINDOW)
         self._learned += 1
+
+    def _expect(self) -> None:
+        """The forecast of each tracked horizon, kept until its value comes."""
+        ses = self._ses
+        spread = self.spread
+        if not ses:
+            ses = self._ses = tuple(math.sqrt(self.variance_factor(k)) for k in spread.horizons)
+        m, n, seasonal, phi = self.season, self._learned, self.seasonal, self.params.phi
+        level, trend, sd = self.level, self.trend, math.sqrt(self.var)
+        spread.expect([
+            (level + damped_steps(phi, k) * trend + seasonal[(n + k - 1) % m], sd * se)
+            for k, se in zip(spread.horizons, ses, strict=True)
+        ])  # fmt: skip
 
     def variance_factor(self, h: int) -> float:
         """var_h / var, the h-step variance over the one-step one (module docstring)."""
@@ -232,9 +261,17 @@ class HoltWinters:
         m, p, seasonal = self.season, self.params, self.seasonal
         phase = self._learned % m
         ahead = (seasonal[phase:] + seasonal[:phase])[: max(1, min(horizon, m))]
-        q80, q95 = self.spread.quantiles()
         return SeasonalOutlook(
-            self.level, self.trend, self.var, p.alpha, p.beta, p.gamma, m, ahead, p.phi, q80, q95
+            self.level,
+            self.trend,
+            self.var,
+            p.alpha,
+            p.beta,
+            p.gamma,
+            m,
+            ahead,
+            p.phi,
+            self.spread.quantiles(),
         )
 
     def predict(self, horizon: int) -> list[Predicted]:
@@ -245,7 +282,6 @@ class HoltWinters:
         if self._start is not None:
             return []
         m, n, seasonal, p = self.season, self._learned, self.seasonal, self.params
-        q80, q95 = self.spread.quantiles()
         model = SeasonalOutlook(
             self.level,
             self.trend,
@@ -256,8 +292,7 @@ class HoltWinters:
             m,
             array("d"),
             p.phi,
-            q80,
-            q95,
+            self.spread.quantiles(),
         )
         return seasonal_steps(model, lambda h: seasonal[(n + h - 1) % m], steps)
 
@@ -299,8 +334,12 @@ class HoltWinters:
         starting = read.uint()
         values = array("d", (read.double() for _ in range(read.uint())))
         refit = read.blob() if version > 1 else b""
-        # Before version 3 no errors were kept: normal quantiles until a hundred are.
-        model.spread = ErrorQuantiles.from_bytes(read.blob() if version > 2 else b"")
+        # Before version 3 no errors were kept: normal quantiles until a hundred are. Version
+        # 3 kept the one-step errors only; `tracking` adds the other horizons.
+        errors = read.blob() if version > 2 else b""
+        model.spread = (
+            HorizonErrors.from_bytes(errors) if version > 3 else HorizonErrors.one_step(errors)
+        )
         read.done()
         if refit:
             model.refit = Refit.from_bytes(refit)

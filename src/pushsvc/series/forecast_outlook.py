@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pushsvc.series.forecast import Z80, Z95, Predicted, student_t, with_intervals
-from pushsvc.series.forecast_errors import quantile_ahead
+from pushsvc.series.forecast_errors import LONGEST, TRACKED, Band, Quantiles
 from pushsvc.stats.state_codec import StateReader, StateWriter
 
 __all__ = [
@@ -42,8 +42,11 @@ _SEASONAL = 2
 _DAMPED = 3
 """A seasonal outlook with its phi (one without is undamped: phi 1)."""
 _QUANTILED = 4
-"""A seasonal outlook with its phi and its intervals' quantiles (one without has the normal
-ones)."""
+"""A seasonal outlook with its phi and one pair of quantiles (as kept before the quantiles
+were each horizon's): read as the one-step horizon's."""
+_CALIBRATED = 5
+"""A seasonal outlook with its phi and its intervals' quantiles by horizon (one without has
+the normal ones)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +89,9 @@ class LinearOutlook:
 class SeasonalOutlook:
     """A Holt-Winters forecast (`pushsvc.series.forecast_holt_winters`): `ahead[h - 1]` is the
     season's value for step h, for the first `len(ahead)` steps (the whole season, which then
-    repeats, or the horizon where it is shorter); `phi` damps the trend (1: undamped); `q80`
-    and `q95` are the intervals' half-widths in standard errors
-    (`pushsvc.series.forecast_errors`)."""
+    repeats, or the horizon where it is shorter); `phi` damps the trend (1: undamped);
+    `quantiles` are the intervals' half-widths in standard errors by horizon
+    (`pushsvc.series.forecast_errors`; none: the normal ones)."""
 
     level: float
     trend: float
@@ -99,8 +102,7 @@ class SeasonalOutlook:
     season: int
     ahead: array[float]
     phi: float = 1.0
-    q80: float = Z80
-    q95: float = Z95
+    quantiles: Quantiles = ()
 
     @property
     def reach(self) -> int | None:
@@ -113,15 +115,18 @@ class SeasonalOutlook:
 
     def to_bytes(self) -> bytes:
         out = StateWriter()
-        normal = self.q80 == Z80 and self.q95 == Z95
-        out.uint(_QUANTILED if not normal else _SEASONAL if self.phi == 1 else _DAMPED)
+        normal = not self.quantiles
+        out.uint(_CALIBRATED if not normal else _SEASONAL if self.phi == 1 else _DAMPED)
         for value in (self.level, self.trend, self.var, self.alpha, self.beta, self.gamma):
             out.double(value)
         if self.phi != 1 or not normal:
             out.double(self.phi)
         if not normal:
-            out.double(self.q80)
-            out.double(self.q95)
+            out.uint(len(self.quantiles))
+            for k, q80, q95 in self.quantiles:
+                out.uint(k)
+                out.double(q80)
+                out.double(q95)
         out.uint(self.season)
         out.blob(little_endian(self.ahead).tobytes())
         return bytes(out)
@@ -176,13 +181,11 @@ def outlook_from_bytes(data: bytes) -> Outlook:
         if n < 2:
             raise ValueError("a line's outlook needs two values")
         return LinearOutlook(level, slope, s2, n)
-    if kind not in (_SEASONAL, _DAMPED, _QUANTILED):
+    if kind not in (_SEASONAL, _DAMPED, _QUANTILED, _CALIBRATED):
         raise ValueError("unknown forecast outlook")
     level, trend, var, alpha, beta, gamma = (read.double() for _ in range(6))
     phi = read.double() if kind != _SEASONAL else 1.0
-    q80, q95 = (read.double(), read.double()) if kind == _QUANTILED else (Z80, Z95)
-    if not (0 <= q80 <= q95 and math.isfinite(q95)):
-        raise ValueError("a seasonal outlook's quantiles are not ordered")
+    quantiles = _read_quantiles(read, kind)
     season = read.uint()
     raw = read.blob()
     read.done()
@@ -191,8 +194,26 @@ def outlook_from_bytes(data: bytes) -> Outlook:
     ahead = array("d")
     ahead.frombytes(raw)
     return SeasonalOutlook(
-        level, trend, var, alpha, beta, gamma, season, little_endian(ahead), phi, q80, q95
+        level, trend, var, alpha, beta, gamma, season, little_endian(ahead), phi, quantiles
     )
+
+
+def _read_quantiles(read: StateReader, kind: int) -> Quantiles:
+    if kind == _QUANTILED:
+        rows = [(1, read.double(), read.double())]
+    elif kind == _CALIBRATED:
+        count = read.uint()
+        if not 0 < count <= TRACKED:
+            raise ValueError("a seasonal outlook's quantiles do not fit")
+        rows = [(read.uint(), read.double(), read.double()) for _ in range(count)]
+    else:
+        return ()
+    horizons = [k for k, _, _ in rows]
+    if horizons != sorted(set(horizons)) or not 1 <= horizons[0] <= horizons[-1] <= LONGEST:
+        raise ValueError("a seasonal outlook's quantiles are not by ascending horizon")
+    if not all(0 <= q80 <= q95 and math.isfinite(q95) for _, q80, q95 in rows):
+        raise ValueError("a seasonal outlook's quantiles are not ordered")
+    return tuple(rows)
 
 
 def little_endian(values: array[float]) -> array[float]:
@@ -209,21 +230,16 @@ def seasonal_steps(
 ) -> list[Predicted]:
     """The forecast `h` steps ahead for each of `steps`: the damped trend and the season's
     value `season_at(h)`, with intervals from the h-step variance (`variance_factor`) and the
-    model's quantiles moved towards normal ones as far ahead (`quantile_ahead`)."""
+    errors of the horizons tracked (`pushsvc.series.forecast_errors.Band`)."""
     level, trend, var, phi, m = model.level, model.trend, model.var, model.phi, model.season
-    a, b, g, q80, q95 = model.alpha, model.beta, model.gamma, model.q80, model.q95
+    a, b, g = model.alpha, model.beta, model.gamma
+
+    def se(h: int) -> float:
+        return math.sqrt(var * variance_factor(a, b, g, m, h, phi))
+
+    band = Band(model.quantiles, se)
     out = []
     for h in steps:
         mean = level + damped_steps(phi, h) * trend + season_at(h)
-        factor = variance_factor(a, b, g, m, h, phi)
-        se = math.sqrt(var * factor)
-        out.append(
-            with_intervals(
-                h,
-                mean,
-                se,
-                quantile_ahead(q80, Z80, factor, h),
-                quantile_ahead(q95, Z95, factor, h),
-            )
-        )
+        out.append(with_intervals(h, mean, 1.0, *band.at(h, se(h))))
     return out

@@ -162,6 +162,7 @@ class BucketForecaster:
                     return cls(rule)
             else:
                 restored = HoltWinters.from_bytes(state)
+                restored.tracking(rule.horizon)
                 fits = rule.fit and rule.season <= MAX_FIT_SEASON
                 if fits and not restored.fitted and restored.params == HwParams():
                     # Saved before the rule's parameters were fitted, when its defaults
