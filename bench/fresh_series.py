@@ -1,16 +1,20 @@
 """Real sub-daily series from outside NAB, for a forecast report set nothing was tuned on.
 
-Five public series that ship inside PyPI packages (installed into the bench's own venv with
-`pip install pmdarima vega_datasets bokeh_sampledata`, never copied here), each with a daily
+Six public series of readings that ship inside PyPI packages (installed into the bench's own
+venv with `pip install pmdarima bokeh_sampledata pvlib`, never copied here), each with a daily
 pattern and none of them NAB's:
 
 * `taylor`: electricity demand in England and Wales, half-hourly, 12 weeks of 2000 (Taylor
   2003; `pmdarima.datasets.load_taylor`, as R's `forecast::taylor`);
-* `seattle_temps`, `sf_temps`: hourly air temperature in Seattle and San Francisco, 2010
-  (`vega_datasets.local_data`);
 * `sea_surface_temperature`: a buoy's water temperature, half-hourly, 2016 to 2017
   (`bokeh_sampledata`);
-* `glucose`: a continuous glucose monitor's readings, five-minutely, 2010 (`bokeh_sampledata`).
+* `glucose`: a continuous glucose monitor's readings, five-minutely, 2010 (`bokeh_sampledata`);
+* `humidity_greensboro`, `humidity_sand_point`, `humidity_miami`: hourly relative humidity
+  over a year at three US weather stations, from the typical meteorological year files pvlib
+  ships (TMY3 and TMY2: each month a real month's readings, of the year most typical for it).
+
+Not `vega_datasets`' hourly Seattle and San Francisco temperatures: they are climate normals
+(each hour an average over years, the days a smooth curve), not readings.
 
 Each is returned as its values at its spacing (means where two readings share a bucket, a
 missing one interpolated linearly), as a rule's tier gives them.
@@ -19,6 +23,7 @@ missing one interpolated linearly), as a rule's tier gives them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,12 +39,20 @@ def _taylor() -> pd.Series:
     return pd.Series(values, index=pd.date_range("2000-06-05", periods=len(values), freq="30min"))
 
 
-def _vega(name: str) -> Callable[[], pd.Series]:
+def _humidity(file: str) -> Callable[[], pd.Series]:
     def load() -> pd.Series:
-        from vega_datasets import local_data
+        import pvlib
+        from pvlib import iotools
 
-        frame = getattr(local_data, name)()
-        return frame.set_index("date")["temp"]
+        path = Path(pvlib.__file__).parent / "data" / file
+        if file.endswith(".tm2"):
+            values = iotools.read_tmy2(str(path))[0]["RHum"]
+        else:
+            values = iotools.read_tmy3(str(path), map_variables=True)[0]["relative_humidity"]
+        # The file's order, a year of hours (its months come from different years).
+        return pd.Series(
+            values.to_numpy(), index=pd.date_range("1990-01-01", periods=len(values), freq="h")
+        )
 
     return load
 
@@ -58,10 +71,11 @@ def _glucose() -> pd.Series:
 
 SERIES: dict[str, tuple[Callable[[], pd.Series], pd.Timedelta]] = {
     "taylor": (_taylor, pd.Timedelta(minutes=30)),
-    "seattle_temps": (_vega("seattle_temps"), pd.Timedelta(hours=1)),
-    "sf_temps": (_vega("sf_temps"), pd.Timedelta(hours=1)),
     "sea_surface_temperature": (_sea, pd.Timedelta(minutes=30)),
     "glucose": (_glucose, pd.Timedelta(minutes=5)),
+    "humidity_greensboro": (_humidity("723170TYA.CSV"), pd.Timedelta(hours=1)),
+    "humidity_sand_point": (_humidity("703165TY.csv"), pd.Timedelta(hours=1)),
+    "humidity_miami": (_humidity("12839.tm2"), pd.Timedelta(hours=1)),
 }
 
 
