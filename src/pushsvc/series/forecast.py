@@ -5,8 +5,9 @@ Both models (`pushsvc.series.forecast_linear`, `pushsvc.series.forecast_holt_win
 one value per closed bucket and answer `predict(horizon)` with one `Predicted` per bucket ahead
 (step 1 is the bucket after the last one learned). An interval is the point forecast plus or
 minus a quantile times the forecast's standard error at that step: for Holt-Winters the
-quantile of the series' own recent standardised errors (`pushsvc.series.forecast_errors`:
-real errors are heavier-tailed than normal), a Student t quantile for the linear fit (a
+quantile of the series' own recent standardised errors that far ahead
+(`pushsvc.series.forecast_errors`: real errors are heavier-tailed than normal, and grow ahead
+as the series does, not as the model says), a Student t quantile for the linear fit (a
 regression on a few points: its residual variance is itself an estimate). Each model's
 docstring says where its standard error comes from.
 

@@ -27,10 +27,11 @@ the first day), and with none the quantiles are normal. The spacing and the wind
 chosen on NAB's 5-minute and hourly files (docs/performance.md).
 
 Cost: per tracked horizon k, the forecasts in flight (k of them, 12 bytes each) and the window
-twice, as 4-byte floats: in arrival order (to drop the oldest) and sorted (a quantile is one
-index); a new error is one binary search and two moves of at most the window in memory. A
-value learned costs `TRACKED` of those. The checkpoint keeps each window's arrival order only,
-and the sorted copy is rebuilt from it exactly (the same floats).
+twice, in thousandths of a standard error as 2-byte counts (a quantile's rounding is below
+any interval's sampling error): in arrival order (to drop the oldest) and sorted (a quantile
+is one index); a new error is one binary search and two moves of at most the window in
+memory. A value learned costs `TRACKED` of those. The checkpoint keeps each window's arrival
+order only, and the sorted copy is rebuilt from it exactly.
 """
 
 from __future__ import annotations
@@ -40,12 +41,13 @@ import sys
 from array import array
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 from pushsvc.series.forecast import Z80, Z95
 from pushsvc.stats.state_codec import StateReader, StateWriter
 
 __all__ = [
-    "LEAST", "LONGEST", "TRACKED", "WINDOW", "Band", "ErrorWindow", "HorizonErrors",
+    "LEAST", "LONGEST", "MILLI", "TRACKED", "WINDOW", "Band", "ErrorWindow", "HorizonErrors",
     "Quantiles", "tracked_horizons",
 ]  # fmt: skip
 
@@ -58,6 +60,13 @@ TRACKED = 6
 """Horizons whose errors are kept."""
 LONGEST = 288
 """The furthest horizon tracked (a day of 5-minute buckets): further ahead, its quantiles."""
+MILLI = 1000
+"""A window keeps each error in thousandths of a standard error, as a 2-byte count."""
+_MOST = 65_535
+"""The largest count: an error beyond 65.5 standard errors is kept as 65.5 (it moves a
+quantile only if a twentieth of the window is that far out)."""
+
+_T = TypeVar("_T", int, float)
 
 Quantiles = tuple[tuple[int, float, float], ...]
 """(k, q80, q95) for each tracked horizon k with enough errors, k ascending."""
@@ -71,50 +80,64 @@ def tracked_horizons(horizon: int) -> tuple[int, ...]:
 
 class Band:
     """The intervals' half-widths at any step, from a table of quantiles by horizon and the
-    model's standard errors `se(h)` (non-decreasing in h, as an ETS model's are)."""
+    model's standard errors `se(h)` (increasing in h, as an ETS model's are): on each stretch
+    between two tracked horizons a half-width is a line in the standard error, `lines[i]` =
+    (a80, b80, a95, b95) for the steps h with `edges[i - 1] < h <= edges[i]` (i = 0: up to the
+    first; i = len(edges): past the last), w = a + b * se."""
 
-    __slots__ = ("_horizons", "_ses", "_widths")
+    __slots__ = ("edges", "lines")
 
     def __init__(self, table: Quantiles, se: Callable[[int], float]) -> None:
-        self._horizons = [k for k, _, _ in table]
-        self._ses = [se(k) for k in self._horizons]
+        self.edges = [k for k, _, _ in table]
+        if not table:
+            self.lines = [(0.0, Z80, 0.0, Z95)]
+            return
+        ses = [se(k) for k in self.edges]
         widths: list[tuple[float, float]] = []
-        for (_, q80, q95), s in zip(table, self._ses, strict=True):
+        for (_, q80, q95), s in zip(table, ses, strict=True):
             w80, w95 = q80 * s, q95 * s
             if widths:  # never narrower further ahead
                 w80, w95 = max(w80, widths[-1][0]), max(w95, widths[-1][1])
             widths.append((w80, w95))
-        self._widths = widths
+        # Up to the first and past the last: the quantile times the standard error.
+        lines = [_through(widths[0], ses[0])]
+        for i in range(1, len(widths)):
+            (a80, a95), (b80, b95) = widths[i - 1], widths[i]
+            rise = ses[i] - ses[i - 1]
+            if rise > 0:
+                slope80, slope95 = (b80 - a80) / rise, (b95 - a95) / rise
+                lines.append(
+                    (a80 - slope80 * ses[i - 1], slope80, a95 - slope95 * ses[i - 1], slope95)
+                )
+            else:  # a standard error that does not grow: the further horizon's width
+                lines.append((b80, 0.0, b95, 0.0))
+        lines.append(_through(widths[-1], ses[-1]))
+        self.lines = lines
 
     def at(self, h: int, se: float) -> tuple[float, float]:
         """(half-width of the 80 % interval, of the 95 %) `h` steps ahead, where the model's
-        standard error is `se` (module docstring)."""
-        horizons, ses, widths = self._horizons, self._ses, self._widths
-        if not horizons:
-            return Z80 * se, Z95 * se
-        i = bisect_left(horizons, h)
-        if i == 0 or i == len(horizons):  # up to the first, or past the last: as the model
-            j = min(i, len(horizons) - 1)
-            ratio = se / ses[j] if ses[j] > 0 else 1.0
-            return widths[j][0] * ratio, widths[j][1] * ratio
-        a, b = horizons[i - 1], horizons[i]
-        if ses[i] > ses[i - 1]:
-            t = (se - ses[i - 1]) / (ses[i] - ses[i - 1])
-        else:
-            t = math.log(h / a) / math.log(b / a)
-        (a80, a95), (b80, b95) = widths[i - 1], widths[i]
-        return a80 + t * (b80 - a80), a95 + t * (b95 - a95)
+        standard error is `se`."""
+        a80, b80, a95, b95 = self.lines[bisect_left(self.edges, h)]
+        return a80 + b80 * se, a95 + b95 * se
+
+
+def _through(widths: tuple[float, float], se: float) -> tuple[float, float, float, float]:
+    """The line through the origin and (se, widths): the widths' quantiles at any se."""
+    if se > 0:
+        return 0.0, widths[0] / se, 0.0, widths[1] / se
+    return widths[0], 0.0, widths[1], 0.0
 
 
 class ErrorWindow:
-    """The last `WINDOW` standardised absolute errors and their conformal quantiles."""
+    """The last `WINDOW` standardised absolute errors, in thousandths of a standard error
+    (`MILLI`), and their conformal quantiles."""
 
     __slots__ = ("_next", "_ring", "_sorted")
 
     def __init__(self) -> None:
-        self._ring = array("f")
+        self._ring = array("H")
         """In arrival order, as a ring once full: `_next` is the oldest."""
-        self._sorted = array("f")
+        self._sorted = array("H")
         self._next = 0
 
     def __len__(self) -> int:
@@ -128,7 +151,9 @@ class ErrorWindow:
         z = abs(error) / math.sqrt(var)
         if not math.isfinite(z):
             return
-        stored = array("f", (z,))[0]  # as the window holds it
+        self._add(min(round(z * MILLI), _MOST))
+
+    def _add(self, stored: int) -> None:
         ring, ordered = self._ring, self._sorted
         if len(ring) < WINDOW:
             ring.append(stored)
@@ -145,27 +170,39 @@ class ErrorWindow:
         n = len(ordered)
         if n < LEAST:
             return None
-        return ordered[_rank(80, n)], ordered[_rank(95, n)]
+        return ordered[_rank(80, n)] / MILLI, ordered[_rank(95, n)] / MILLI
 
     def to_bytes(self) -> bytes:
-        """The window, oldest first, as little-endian 4-byte floats."""
+        """The window, oldest first, as little-endian 2-byte counts of `MILLI`."""
         ring = self._ring
         return _little(ring[self._next :] + ring[: self._next]).tobytes()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ErrorWindow:
-        """From `to_bytes` (the last `WINDOW` of a longer one); ValueError when it is not
-        such a window."""
+        """From `to_bytes`; ValueError when it is not such a window."""
+        if len(data) % 2 or len(data) // 2 > WINDOW:
+            raise ValueError("a forecast's error window does not fit")
+        ring = array("H")
+        ring.frombytes(data)
+        out = cls()
+        out._ring = _little(ring)
+        out._sorted = array("H", sorted(out._ring))
+        return out
+
+    @classmethod
+    def from_floats(cls, data: bytes) -> ErrorWindow:
+        """From the 4-byte floats an older state kept, oldest first (the last `WINDOW` of
+        them); ValueError when they are not such a window."""
         if len(data) % 4:
             raise ValueError("a forecast's error window does not fit")
-        ring = array("f")
-        ring.frombytes(data)
-        ring = _little(ring)[-WINDOW:]
-        if not all(math.isfinite(z) and z >= 0 for z in ring):
+        floats = array("f")
+        floats.frombytes(data)
+        floats = _little(floats)
+        if not all(math.isfinite(z) and z >= 0 for z in floats):
             raise ValueError("a forecast's error window holds a bad value")
         out = cls()
-        out._ring = ring
-        out._sorted = array("f", sorted(ring))
+        for z in floats[-WINDOW:]:
+            out._add(min(round(z * MILLI), _MOST))
         return out
 
 
@@ -262,7 +299,7 @@ class HorizonErrors:
     def one_step(cls, window: bytes) -> HorizonErrors:
         """From the one-step window an older state kept (`ErrorWindow.to_bytes`)."""
         out = cls((1,))
-        out.windows[0] = ErrorWindow.from_bytes(window)
+        out.windows[0] = ErrorWindow.from_floats(window)
         return out
 
 
@@ -272,7 +309,7 @@ def _rank(percent: int, n: int) -> int:
     return min(n, -(-(n + 1) * percent // 100)) - 1
 
 
-def _little(values: array[float]) -> array[float]:
+def _little(values: array[_T]) -> array[_T]:
     """`values` in little-endian order, both ways (a copy on a big-endian machine)."""
     if sys.byteorder == "little":
         return values

@@ -121,7 +121,7 @@ class HoltWinters:
     """Additive Holt-Winters of season `season` buckets. Not greenlet-safe."""
 
     __slots__ = (
-        "_learned", "_ses", "_start", "errors", "level", "params", "refit", "season",
+        "_ahead", "_learned", "_start", "errors", "level", "params", "refit", "season",
         "seasonal", "spread", "trend", "var",
     )  # fmt: skip
 
@@ -153,9 +153,9 @@ class HoltWinters:
         self.spread = HorizonErrors(tracked_horizons(horizon))
         """The forecasts in flight and the recent errors over their standard errors at a few
         horizons: the intervals' quantiles."""
-        self._ses: tuple[float, ...] = ()
-        """sqrt(variance_factor(k)) for each tracked horizon k under `params` (made when
-        first needed)."""
+        self._ahead: tuple[tuple[int, float, float], ...] = ()
+        """(k - 1, damped_steps(phi, k), sqrt(variance_factor(k))) for each tracked horizon k
+        under `params` (made when first needed)."""
 
     @property
     def learned(self) -> int:
@@ -183,7 +183,7 @@ class HoltWinters:
         restored from a checkpoint made for another horizon, or before they were tracked by
         horizon): the horizons tracked before keep their errors."""
         self.spread = self.spread.tracking(tracked_horizons(horizon))
-        self._ses = ()
+        self._ahead = ()
 
     def learn(self, value: float) -> None:
         refit = self.refit
@@ -192,7 +192,7 @@ class HoltWinters:
             fitted = refit.learn(value, EtsParams(p.alpha, p.beta, p.gamma, p.phi))
             if fitted is not None:
                 self.params = HwParams(fitted.alpha, fitted.beta, fitted.gamma, fitted.phi)
-                self._ses = ()
+                self._ahead = ()
         start = self._start
         if start is not None:
             start.append(value)
@@ -236,15 +236,18 @@ class HoltWinters:
 
     def _expect(self) -> None:
         """The forecast of each tracked horizon, kept until its value comes."""
-        ses = self._ses
-        spread = self.spread
-        if not ses:
-            ses = self._ses = tuple(math.sqrt(self.variance_factor(k)) for k in spread.horizons)
-        m, n, seasonal, phi = self.season, self._learned, self.seasonal, self.params.phi
+        ahead = self._ahead
+        if not ahead:
+            phi = self.params.phi
+            ahead = self._ahead = tuple(
+                (k - 1, damped_steps(phi, k), math.sqrt(self.variance_factor(k)))
+                for k in self.spread.horizons
+            )
+        m, n, seasonal = self.season, self._learned, self.seasonal
         level, trend, sd = self.level, self.trend, math.sqrt(self.var)
-        spread.expect([
-            (level + damped_steps(phi, k) * trend + seasonal[(n + k - 1) % m], sd * se)
-            for k, se in zip(spread.horizons, ses, strict=True)
+        self.spread.expect([
+            (level + weight * trend + seasonal[(n + lag) % m], sd * se)
+            for lag, weight, se in ahead
         ])  # fmt: skip
 
     def variance_factor(self, h: int) -> float:
