@@ -276,7 +276,7 @@ def costs(real: list[float] | None) -> None:
               f"{fit.search.evals} passes, spread over {learned} values learned")  # fmt: skip
     print(f"cost per learned bucket, one series of {len(longest)} points, season 288:")
     learners: dict[str, Callable[[], HoltWinters | LinearModel]] = {
-        "holt_winters fixed": lambda: HoltWinters(288),
+        "holt_winters fixed": lambda: HoltWinters(288, horizon=288),
         "holt_winters fitted": lambda: HoltWinters(288, fit=True, horizon=288),
         "linear (window 72)": lambda: LinearModel(72),
     }
