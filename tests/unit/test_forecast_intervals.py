@@ -284,12 +284,13 @@ def test_a_checkpoint_restores_the_same_intervals() -> None:
 
 
 def _older(model: HoltWinters, version: int, errors: bytes | None) -> bytes:
-    """`model`'s state as `version` wrote it: its errors `errors` (a one-step window, as
-    version 3 kept), or none (before version 3)."""
+    """A fixed `model`'s state as `version` wrote it: its errors `errors` (a one-step window,
+    as version 3 kept), or none (before version 3)."""
     state = model.to_bytes()
     tail = StateWriter()
     tail.blob(model.spread.to_bytes())
-    assert state.startswith(b"\x04") and state.endswith(bytes(tail))
+    tail.blob(b"")  # a fixed model's anchor: none
+    assert state.startswith(b"\x05") and state.endswith(bytes(tail))
     body = state[1 : -len(bytes(tail))]
     if errors is None:
         return bytes([version]) + body

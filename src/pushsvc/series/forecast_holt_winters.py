@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pushsvc.rules.forecast import (
@@ -69,6 +69,7 @@ from pushsvc.rules.forecast import (
     MAX_SEASON,
 )
 from pushsvc.series.forecast import Predicted
+from pushsvc.series.forecast_anchor import Anchor
 from pushsvc.series.forecast_errors import HorizonErrors, tracked_horizons
 from pushsvc.series.forecast_fit import EtsParams
 from pushsvc.series.forecast_outlook import (
@@ -87,7 +88,7 @@ VAR_WINDOW = 200
 exponentially with this span: short enough that the larger errors of the first seasons (a
 season started from one season's values) leave it within a few hundred buckets, long enough
 that its own sampling error is about 10 %."""
-_VERSION = 4
+_VERSION = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +122,8 @@ class HoltWinters:
     """Additive Holt-Winters of season `season` buckets. Not greenlet-safe."""
 
     __slots__ = (
-        "_ahead", "_learned", "_start", "errors", "level", "params", "refit", "season",
-        "seasonal", "spread", "trend", "var",
+        "_ahead", "_learned", "_start", "anchor", "errors", "level", "params", "refit",
+        "season", "seasonal", "spread", "trend", "var",
     )  # fmt: skip
 
     def __init__(
@@ -141,6 +142,9 @@ class HoltWinters:
         self.params = params
         self.refit = Refit(season, horizon) if fitted else None
         """The refit schedule of a fitted model; None for fixed parameters."""
+        self.anchor = Anchor() if fitted else None
+        """The fixed-default model a fitted one's forecasts are combined with
+        (`pushsvc.series.forecast_anchor`); None for fixed parameters."""
         self._learned = 0
         self._start: array[float] | None = array("d")
         """The first two seasons' values, until the start; then None."""
@@ -177,6 +181,12 @@ class HoltWinters:
         fit ends, three seasons on. Where its season is not fitted, nothing changes."""
         if self.refit is None and self.season <= MAX_FIT_SEASON:
             self.refit = Refit.after(self.season, horizon, self._learned)
+            self.anchor = self._anchored()
+
+    def _anchored(self) -> Anchor:
+        """An anchor that goes on from this model's state (it has fixed parameters, as the
+        anchor does); empty until the start."""
+        return Anchor(self.level, array("d", self.seasonal))
 
     def tracking(self, horizon: int) -> None:
         """From now on, track the errors of forecasts up to `horizon` steps ahead (a model
@@ -199,6 +209,8 @@ class HoltWinters:
             self._learned += 1
             if len(start) == 2 * self.season:
                 self._begin(start)
+                if self.anchor is not None:
+                    self.anchor = Anchor.begun(start, self.season)
                 self._expect()
             return
         self.spread.observe(value)
@@ -230,6 +242,8 @@ class HoltWinters:
         self.level += damped + p.alpha * error
         self.trend = damped + p.beta * error
         seasonal[phase] += p.gamma * error
+        if self.anchor is not None:
+            self.anchor.learn(value, phase)
         self.errors += 1
         self.var += (error * error - self.var) / min(self.errors, VAR_WINDOW)
         self._learned += 1
@@ -243,12 +257,27 @@ class HoltWinters:
                 (k - 1, damped_steps(phi, k), math.sqrt(self.variance_factor(k)))
                 for k in self.spread.horizons
             )
-        m, n, seasonal = self.season, self._learned, self.seasonal
-        level, trend, sd = self.level, self.trend, math.sqrt(self.var)
+        m, n = self.season, self._learned
+        level, trend, season_of = self._forecasting()
+        sd = math.sqrt(self.var)
         self.spread.expect([
-            (level + weight * trend + seasonal[(n + lag) % m], sd * se)
+            (level + weight * trend + season_of((n + lag) % m), sd * se)
             for lag, weight, se in ahead
         ])  # fmt: skip
+
+    def _forecasting(self) -> tuple[float, float, Callable[[int], float]]:
+        """The level, trend and season by phase the forecast is made of: the model's own, or
+        with an anchor, the mean of both models' forecasts as one
+        (`pushsvc.series.forecast_anchor`)."""
+        seasonal, anchor = self.seasonal, self.anchor
+        if anchor is None:
+            return self.level, self.trend, seasonal.__getitem__
+        other = anchor.seasonal
+
+        def combined(phase: int) -> float:
+            return (seasonal[phase] + other[phase]) / 2
+
+        return (self.level + anchor.level) / 2, self.trend / 2, combined
 
     def variance_factor(self, h: int) -> float:
         """var_h / var, the h-step variance over the one-step one (module docstring)."""
@@ -261,21 +290,11 @@ class HoltWinters:
         start)."""
         if self._start is not None:
             return None
-        m, p, seasonal = self.season, self.params, self.seasonal
+        m = self.season
+        level, trend, season_of = self._forecasting()
         phase = self._learned % m
-        ahead = (seasonal[phase:] + seasonal[:phase])[: max(1, min(horizon, m))]
-        return SeasonalOutlook(
-            self.level,
-            self.trend,
-            self.var,
-            p.alpha,
-            p.beta,
-            p.gamma,
-            m,
-            ahead,
-            p.phi,
-            self.spread.quantiles(),
-        )
+        ahead = array("d", (season_of((phase + i) % m) for i in range(max(1, min(horizon, m)))))
+        return self._outlook(level, trend, ahead)
 
     def predict(self, horizon: int) -> list[Predicted]:
         return self.predict_steps(range(1, horizon + 1))
@@ -284,20 +303,26 @@ class HoltWinters:
         """The steps asked for, as `outlook(...).at` makes them, without copying the season."""
         if self._start is not None:
             return []
-        m, n, seasonal, p = self.season, self._learned, self.seasonal, self.params
-        model = SeasonalOutlook(
-            self.level,
-            self.trend,
+        m, n = self.season, self._learned
+        level, trend, season_of = self._forecasting()
+        return seasonal_steps(
+            self._outlook(level, trend, array("d")), lambda h: season_of((n + h - 1) % m), steps
+        )
+
+    def _outlook(self, level: float, trend: float, ahead: array[float]) -> SeasonalOutlook:
+        p = self.params
+        return SeasonalOutlook(
+            level,
+            trend,
             self.var,
             p.alpha,
             p.beta,
             p.gamma,
-            m,
-            array("d"),
+            self.season,
+            ahead,
             p.phi,
             self.spread.quantiles(),
         )
-        return seasonal_steps(model, lambda h: seasonal[(n + h - 1) % m], steps)
 
     def to_bytes(self) -> bytes:
         """Every field bit for bit: a restored model forecasts exactly as the running one."""
@@ -318,6 +343,7 @@ class HoltWinters:
             out.double(v)
         out.blob(b"" if self.refit is None else self.refit.to_bytes())
         out.blob(self.spread.to_bytes())
+        out.blob(b"" if self.anchor is None else self.anchor.to_bytes())
         return bytes(out)
 
     @classmethod
@@ -343,6 +369,7 @@ class HoltWinters:
         model.spread = (
             HorizonErrors.from_bytes(errors) if version > 3 else HorizonErrors.one_step(errors)
         )
+        anchor = read.blob() if version > 4 else b""
         read.done()
         if refit:
             model.refit = Refit.from_bytes(refit)
@@ -357,4 +384,13 @@ class HoltWinters:
                 raise ValueError("holt_winters state does not fit its season")
             model._start = None
             model.seasonal = values
+        if anchor:
+            if model.refit is None:
+                raise ValueError("holt_winters anchor without a fit")
+            model.anchor = Anchor.from_bytes(anchor, season)
+            if len(model.anchor.seasonal) != (0 if starting else season):
+                raise ValueError("holt_winters anchor does not fit the model's start")
+        elif model.refit is not None:
+            # Before version 5 a fitted model had no anchor: one goes on from its state.
+            model.anchor = model._anchored()
         return model

@@ -1,0 +1,77 @@
+"""`Anchor`: the fixed-default seasonal model a fitted one is combined with (pure).
+
+A fitted `holt_winters` series (`pushsvc.series.forecast_holt_winters`) forecasts the mean of
+two forecasts: its own fitted ETS(A,Ad,A) model's and this one's, ETS(A,N,A) with the fixed
+defaults (alpha 0.02, gamma 0.1: a level and a season that move slowly, no trend). Why: a
+fit chases what the last few seasons did, and its errors on real series are large where that
+was unusual; the slow model's are large elsewhere. Their mean is more accurate than either
+on NAB's hourly and 5-minute files (docs/performance.md), as combining forecasts usually is
+(the M3 and M4 competitions' combinations of exponential smoothing models). Equal weights:
+weights fitted per series are known to do no better out of sample, and cost a fit.
+
+Because the anchor has no trend, the mean of the two forecasts h steps ahead is itself one
+seasonal forecast: the mean of the two levels, half the fitted trend, and the mean of the
+two seasons at each phase (`combined`), so what a forecast keeps and makes from its outlook
+is shaped as before.
+
+Cost: a level and a season (8 bytes a phase), one update per value learned; started from the
+same two seasons as the model it anchors (as a fixed model with no trend starts).
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+
+from pushsvc.rules.forecast import DEFAULT_ALPHA, DEFAULT_GAMMA
+from pushsvc.series.forecast_outlook import little_endian
+from pushsvc.stats.state_codec import StateReader, StateWriter
+
+__all__ = ["Anchor"]
+
+
+class Anchor:
+    """A level and a season of `season` phases, moved by alpha `DEFAULT_ALPHA` and gamma
+    `DEFAULT_GAMMA` of each one-step error. Not greenlet-safe."""
+
+    __slots__ = ("level", "seasonal")
+
+    def __init__(self, level: float = 0.0, seasonal: array[float] | None = None) -> None:
+        self.level = level
+        self.seasonal = array("d") if seasonal is None else seasonal
+        """By phase; empty until the start."""
+
+    @classmethod
+    def begun(cls, values: array[float], season: int) -> Anchor:
+        """Started from the first two seasons' `values`, as a model without trend starts: the
+        first season's mean, and each phase's mean deviation from it."""
+        m = season
+        first = math.fsum(values[:m]) / m
+        return cls(first, array("d", ((values[i] + values[i + m]) / 2 - first for i in range(m))))
+
+    def learn(self, value: float, phase: int) -> None:
+        seasonal = self.seasonal
+        error = value - (self.level + seasonal[phase])
+        self.level += DEFAULT_ALPHA * error
+        seasonal[phase] += DEFAULT_GAMMA * error
+
+    def to_bytes(self) -> bytes:
+        out = StateWriter()
+        out.double(self.level)
+        out.blob(little_endian(self.seasonal).tobytes())
+        return bytes(out)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, season: int) -> Anchor:
+        """From `to_bytes`; ValueError when it is not the anchor of a season of `season`."""
+        read = StateReader(data)
+        level = read.double()
+        raw = read.blob()
+        read.done()
+        seasonal = array("d")
+        if len(raw) % 8:
+            raise ValueError("a forecast's anchor is not whole doubles")
+        seasonal.frombytes(raw)
+        if len(seasonal) not in (0, season):
+            raise ValueError("a forecast's anchor does not fit its season")
+        return cls(level, little_endian(seasonal))
