@@ -22,6 +22,11 @@ spread over the values learned (`pushsvc.series.forecast_refit`, which says why)
 parameters forecast from the value at which it ends. Fixed (a rule that sets them): as given,
 never refitted.
 
+Combined. A fitted model's forecast is the mean of its own and that of an anchor, the fixed
+defaults' ETS(A,N,A) learning the same values (`pushsvc.series.forecast_anchor`, which says
+why); its intervals keep the fitted model's variance, calibrated by the combined forecast's
+own errors (below).
+
 Start: the first two seasons are kept; then the trend is the difference of their means over
 a season, the level the line through the two means at the end of the second season, and the
 season the mean of each phase's two deviations from that line (a zero-sum season averaged over
