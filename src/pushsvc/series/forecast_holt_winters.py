@@ -295,10 +295,13 @@ class HoltWinters:
         start)."""
         if self._start is not None:
             return None
-        m = self.season
-        level, trend, season_of = self._forecasting()
-        phase = self._learned % m
-        ahead = array("d", (season_of((phase + i) % m) for i in range(max(1, min(horizon, m)))))
+        m, anchor = self.season, self.anchor
+        level, trend, _ = self._forecasting()
+        phase, count = self._learned % m, max(1, min(horizon, m))
+        ahead = (self.seasonal[phase:] + self.seasonal[:phase])[:count]
+        if anchor is not None:  # as `_forecasting`'s season, a slice at a time
+            other = (anchor.seasonal[phase:] + anchor.seasonal[:phase])[:count]
+            ahead = array("d", [(a + b) / 2 for a, b in zip(ahead, other, strict=True)])
         return self._outlook(level, trend, ahead)
 
     def predict(self, horizon: int) -> list[Predicted]:
