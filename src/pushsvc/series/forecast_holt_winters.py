@@ -52,7 +52,7 @@ hundred.
 
 Cost: the season's values (8 bytes each), the level, trend, variance and counters, the
 tracked horizons' forecasts in flight and windows of standardised errors
-(`pushsvc.series.forecast_errors`: 29 KB for a horizon of 288, 25 KB for one of 24); until the
+(`pushsvc.series.forecast_errors`), a fitted model's anchor's level and season; until the
 start, the two seasons' values; a fitted model also its refit window and the fit under way
 (`pushsvc.series.forecast_refit`). A value costs a constant amount of work, and a fitted
 model's value at most `FIT_STEPS` filter steps more; the start costs one pass over two
