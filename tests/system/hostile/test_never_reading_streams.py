@@ -372,7 +372,11 @@ def test_once_the_budget_is_spent_new_streams_get_503_and_producers_keep_their_l
             assert post(proc.port, big, batch)[0] == 202
             legit.round()
         pending = metric(proc.port, _PENDING)
-        assert budget - BOUND < pending <= budget, "the never-readers did not spend the budget"
+        # At most the budget, and each stream's conflated latest update of the topic on top
+        # (pushsvc.deliver.conflating_queue): one update here is about 4 kB, its counts'
+        # digits growing with the run.
+        conflated = len(attackers) * 5 * KIB
+        assert budget - BOUND < pending <= budget + conflated, "the budget was not spent"
 
         with SSEClient(proc.port, f"/topics/{topic}-new/stream") as refused:
             assert refused.status == 503
