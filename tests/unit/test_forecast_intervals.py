@@ -91,7 +91,10 @@ def test_the_window_round_trips_and_refuses_damage() -> None:
         restored.add(float(e), 1.0)
         assert restored.quantiles() == running.quantiles()
     assert restored.to_bytes() == running.to_bytes()
-    for bad in (b"\x00" * 3, b"\x00" * (2 * WINDOW + 2)):
+    too_long, too_large = StateWriter(), StateWriter()
+    too_long.counts(array("q", [1] * (WINDOW + 1)))
+    too_large.counts(array("q", [70_000]))
+    for bad in (b"\x00" * 3, running.to_bytes() + b"\x00", bytes(too_long), bytes(too_large)):
         with pytest.raises(ValueError, match="window"):
             ErrorWindow.from_bytes(bad)
     for bad in (b"\x00" * 3, array("f", [-1.0]).tobytes(), array("f", [math.nan]).tobytes()):

@@ -25,8 +25,7 @@ import math
 from array import array
 
 from pushsvc.rules.forecast import DEFAULT_ALPHA, DEFAULT_GAMMA
-from pushsvc.series.forecast_outlook import little_endian
-from pushsvc.stats.state_codec import StateReader, StateWriter
+from pushsvc.stats.state_codec import StateReader, StateWriter, little_endian
 
 __all__ = ["Anchor"]
 

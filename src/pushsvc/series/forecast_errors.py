@@ -37,14 +37,12 @@ order only, and the sorted copy is rebuilt from it exactly.
 from __future__ import annotations
 
 import math
-import sys
 from array import array
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
 
 from pushsvc.series.forecast import Z80, Z95
-from pushsvc.stats.state_codec import StateReader, StateWriter
+from pushsvc.stats.state_codec import StateReader, StateWriter, little_endian
 
 __all__ = [
     "LEAST", "LONGEST", "MILLI", "TRACKED", "WINDOW", "Band", "ErrorWindow", "HorizonErrors",
@@ -65,8 +63,6 @@ MILLI = 1000
 _MOST = 65_535
 """The largest count: an error beyond 65.5 standard errors is kept as 65.5 (it moves a
 quantile only if a twentieth of the window is that far out)."""
-
-_T = TypeVar("_T", int, float)
 
 Quantiles = tuple[tuple[int, float, float], ...]
 """(k, q80, q95) for each tracked horizon k with enough errors, k ascending."""
@@ -173,19 +169,25 @@ class ErrorWindow:
         return ordered[_rank(80, n)] / MILLI, ordered[_rank(95, n)] / MILLI
 
     def to_bytes(self) -> bytes:
-        """The window, oldest first, as little-endian 2-byte counts of `MILLI`."""
+        """The window's counts of `MILLI`, oldest first (`StateWriter.counts`)."""
         ring = self._ring
-        return _little(ring[self._next :] + ring[: self._next]).tobytes()
+        out = StateWriter()
+        out.counts(ring[self._next :] + ring[: self._next])
+        return bytes(out)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ErrorWindow:
         """From `to_bytes`; ValueError when it is not such a window."""
-        if len(data) % 2 or len(data) // 2 > WINDOW:
+        try:
+            read = StateReader(data)
+            counts = read.counts()
+            read.done()
+        except ValueError as error:
+            raise ValueError(f"a forecast's error window does not read: {error}") from None
+        if len(counts) > WINDOW or any(c > _MOST for c in counts):
             raise ValueError("a forecast's error window does not fit")
-        ring = array("H")
-        ring.frombytes(data)
         out = cls()
-        out._ring = _little(ring)
+        out._ring = array("H", counts)
         out._sorted = array("H", sorted(out._ring))
         return out
 
@@ -197,7 +199,7 @@ class ErrorWindow:
             raise ValueError("a forecast's error window does not fit")
         floats = array("f")
         floats.frombytes(data)
-        floats = _little(floats)
+        floats = little_endian(floats)
         if not all(math.isfinite(z) and z >= 0 for z in floats):
             raise ValueError("a forecast's error window holds a bad value")
         out = cls()
@@ -264,8 +266,8 @@ class HorizonErrors:
             self.horizons, self.means, self.sds, self.windows, strict=True
         ):
             out.uint(k)
-            out.blob(_little(means).tobytes())
-            out.blob(_little(sds).tobytes())
+            out.blob(little_endian(means).tobytes())
+            out.blob(little_endian(sds).tobytes())
             out.blob(window.to_bytes())
         return bytes(out)
 
@@ -285,8 +287,8 @@ class HorizonErrors:
             if not 1 <= k <= LONGEST or len(mean) != len(sd) or len(mean) > k:
                 raise ValueError("a forecast's errors in flight do not fit their horizon")
             horizons.append(k)
-            means.append(_little(mean))
-            sds.append(_little(sd))
+            means.append(little_endian(mean))
+            sds.append(little_endian(sd))
             windows.append(ErrorWindow.from_bytes(read.blob()))
         read.done()
         if horizons != sorted(set(horizons)):
@@ -307,12 +309,3 @@ def _rank(percent: int, n: int) -> int:
     """The index of the conformal quantile of n sorted values: ceil((n + 1) * percent / 100)
     - 1 (in integers), at most the largest's."""
     return min(n, -(-(n + 1) * percent // 100)) - 1
-
-
-def _little(values: array[_T]) -> array[_T]:
-    """`values` in little-endian order, both ways (a copy on a big-endian machine)."""
-    if sys.byteorder == "little":
-        return values
-    swapped = array(values.typecode, values)
-    swapped.byteswap()
-    return swapped

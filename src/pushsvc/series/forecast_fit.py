@@ -40,11 +40,11 @@ import math
 from array import array
 from dataclasses import dataclass
 
-from pushsvc.series.forecast_outlook import damped_steps, little_endian
-from pushsvc.stats.state_codec import StateReader, StateWriter
+from pushsvc.series.forecast_outlook import damped_steps
+from pushsvc.stats.state_codec import StateReader, StateWriter, little_endian
 
 __all__ = [
-    "LOWER", "MAX_EVALS", "PHI_MAX", "PHI_MIN", "EtsParams", "Fit", "NelderMead", "little_endian",
+    "LOWER", "MAX_EVALS", "PHI_MAX", "PHI_MIN", "EtsParams", "Fit", "NelderMead",
 ]  # fmt: skip
 
 LOWER = 1e-4

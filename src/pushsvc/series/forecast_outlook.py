@@ -19,7 +19,6 @@ steps and the API all of them, the same numbers.
 from __future__ import annotations
 
 import math
-import sys
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 
 from pushsvc.series.forecast import Z80, Z95, Predicted, student_t, with_intervals
 from pushsvc.series.forecast_errors import LONGEST, TRACKED, Band, Quantiles
-from pushsvc.stats.state_codec import StateReader, StateWriter
+from pushsvc.stats.state_codec import StateReader, StateWriter, little_endian
 
 __all__ = [
     "LinearOutlook",
@@ -215,15 +214,6 @@ def _read_quantiles(read: StateReader, kind: int) -> Quantiles:
     if not all(0 <= q80 <= q95 and math.isfinite(q95) for _, q80, q95 in rows):
         raise ValueError("a seasonal outlook's quantiles are not ordered")
     return tuple(rows)
-
-
-def little_endian(values: array[float]) -> array[float]:
-    """`values` in little-endian order, both ways (a copy on a big-endian machine)."""
-    if sys.byteorder == "little":
-        return values
-    swapped = array("d", values)
-    swapped.byteswap()
-    return swapped
 
 
 def seasonal_steps(

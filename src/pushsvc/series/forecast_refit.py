@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from array import array
 
-from pushsvc.series.forecast_fit import EtsParams, Fit, little_endian
-from pushsvc.stats.state_codec import StateReader, StateWriter
+from pushsvc.series.forecast_fit import EtsParams, Fit
+from pushsvc.stats.state_codec import StateReader, StateWriter, little_endian
 
 __all__ = ["FIT_LEAST", "FIT_SEASONS", "FIT_STEPS", "MAX_FIT_SEASON", "Refit"]
 

@@ -9,7 +9,8 @@ back on another process, another Python and another byte order, so nothing here 
 * ``text``: a string's UTF-8 bytes after their length (a varint);
 * ``double``: the 8 bytes of an IEEE double, little-endian (bit-exact, ``-0.0`` included);
 * ``counts``: an array of non-negative integers in the narrowest of 1, 2, 4 or 8 bytes each,
-  copied in and out at C speed (``array.tobytes``).
+  copied in and out at C speed (``array.tobytes``);
+* ``little_endian``: an array of numbers in the byte order a state stores (a blob's bytes).
 
 A truncated or malformed input raises ValueError, never IndexError or struct.error.
 """
@@ -19,14 +20,26 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
+from typing import TypeVar
 
-__all__ = ["StateReader", "StateWriter"]
+__all__ = ["StateReader", "StateWriter", "little_endian"]
 
 _DOUBLE = struct.Struct("<d")
 # Unsigned typecodes from narrow to wide, with the largest value each holds.
 _WIDTHS: tuple[tuple[str, int], ...] = (("B", 0xFF), ("H", 0xFFFF), ("I", 0xFFFF_FFFF))
 _WIDE = "Q"
 _BIG_ENDIAN = sys.byteorder == "big"
+_Item = TypeVar("_Item", int, float)
+
+
+def little_endian(values: array[_Item]) -> array[_Item]:
+    """`values` in little-endian order, both ways (a copy on a big-endian machine): an
+    array's `tobytes` as a state stores it, or one read back with `frombytes`."""
+    if not _BIG_ENDIAN:
+        return values
+    swapped = array(values.typecode, values)
+    swapped.byteswap()
+    return swapped
 
 
 class StateWriter:
