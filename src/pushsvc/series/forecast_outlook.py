@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from array import array
-from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -229,12 +228,9 @@ def seasonal_steps(
         return math.sqrt(var * variance_factor(a, b, g, m, h, phi))
 
     band = Band(model.quantiles, se)
-    edges, lines = band.edges, band.lines
     out = []
     for h in steps:
         mean = level + damped_steps(phi, h) * trend + season_at(h)
-        s = math.sqrt(var * variance_factor(a, b, g, m, h, phi))
-        a80, b80, a95, b95 = lines[bisect_left(edges, h)]
-        w80, w95 = a80 + b80 * s, a95 + b95 * s
+        w80, w95 = band.at(h, se(h))
         out.append(Predicted(h, mean, mean - w80, mean + w80, mean - w95, mean + w95))
     return out
