@@ -284,7 +284,8 @@ def _older(model: HoltWinters, version: int, errors: bytes | None) -> bytes:
     tail = StateWriter()
     tail.blob(model.spread.to_bytes())
     tail.blob(b"")  # a fixed model's anchor: none
-    assert state.startswith(b"\x05") and state.endswith(bytes(tail))
+    tail.blob(b"")  # nor its combination weights
+    assert state.startswith(b"\x06") and state.endswith(bytes(tail))
     body = state[1 : -len(bytes(tail))]
     if errors is None:
         return bytes([version]) + body

@@ -1,19 +1,17 @@
 """`Anchor`: the fixed-default seasonal model a fitted one is combined with (pure).
 
-A fitted `holt_winters` series (`pushsvc.series.forecast_holt_winters`) forecasts the mean of
+A fitted `holt_winters` series (`pushsvc.series.forecast_holt_winters`) forecasts a mix of
 two forecasts: its own fitted ETS(A,Ad,A) model's and this one's, ETS(A,N,A) with the fixed
 defaults (alpha 0.02, gamma 0.1: a level and a season that move slowly, no trend). Why: a
 fit chases what the last few seasons did, and its errors on real series are large where that
-was unusual; the slow model's are large elsewhere. Their mean was more accurate than the
-fitted model alone on NAB's 5-minute files and, by sMAPE, on its hourly ones, where it was
-about as accurate by MASE (docs/performance.md), as combining forecasts usually is (the M3
-and M4 competitions' combinations of exponential smoothing models). Equal weights: weights
-fitted per series are known to do no better out of sample, and would cost a fit.
+was unusual; the slow model's are large elsewhere. Combined, they were more accurate than the
+fitted model alone on NAB's 5-minute and hourly files (docs/performance.md), as combining
+forecasts usually is (the M3 and M4 competitions' combinations of exponential smoothing
+models). How much of each, horizon by horizon, the two models' recent errors say
+(`pushsvc.series.forecast_weights`).
 
-Because the anchor has no trend, the mean of the two forecasts h steps ahead is itself one
-seasonal forecast: the mean of the two levels, half the fitted trend, and the mean of the
-two seasons at each phase (`combined`), so what a forecast keeps and makes from its outlook
-is shaped as before.
+What a forecast keeps of the two is its outlook: the fitted model's, with the anchor's level
+and season over the same steps and the weights (`forecast_outlook.AnchorOutlook`).
 
 Cost: a level and a season (8 bytes a phase), one update per value learned; started from the
 same two seasons as the model it anchors (as a fixed model with no trend starts).

@@ -22,10 +22,11 @@ spread over the values learned (`pushsvc.series.forecast_refit`, which says why)
 parameters forecast from the value at which it ends. Fixed (a rule that sets them): as given,
 never refitted.
 
-Combined. A fitted model's forecast is the mean of its own and that of an anchor, the fixed
-defaults' ETS(A,N,A) learning the same values (`pushsvc.series.forecast_anchor`, which says
-why); its intervals keep the fitted model's variance, calibrated by the combined forecast's
-own errors (below).
+Combined. A fitted model's forecast mixes its own and that of an anchor, the fixed defaults'
+ETS(A,N,A) learning the same values (`pushsvc.series.forecast_anchor`, which says why), each
+horizon's weights from the two forecasts' recent errors there
+(`pushsvc.series.forecast_weights`); its intervals keep the fitted model's variance,
+calibrated by the combined forecast's own errors (below).
 
 Start: the first two seasons are kept; then the trend is the difference of their means over
 a season, the level the line through the two means at the end of the second season, and the
@@ -52,7 +53,8 @@ hundred.
 
 Cost: the season's values (8 bytes each), the level, trend, variance and counters, the
 tracked horizons' forecasts in flight and windows of standardised errors
-(`pushsvc.series.forecast_errors`), a fitted model's anchor's level and season; until the
+(`pushsvc.series.forecast_errors`), a fitted model's anchor's level and season and both
+models' forecasts in flight at those horizons (`pushsvc.series.forecast_weights`); until the
 start, the two seasons' values; a fitted model also its refit window and the fit under way
 (`pushsvc.series.forecast_refit`). A value costs a constant amount of work, and a fitted
 model's value at most `FIT_STEPS` filter steps more; the start costs one pass over two
@@ -63,7 +65,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pushsvc.rules.forecast import (
@@ -78,12 +80,14 @@ from pushsvc.series.forecast_anchor import Anchor
 from pushsvc.series.forecast_errors import HorizonErrors, tracked_horizons
 from pushsvc.series.forecast_fit import EtsParams
 from pushsvc.series.forecast_outlook import (
+    AnchorOutlook,
     SeasonalOutlook,
     damped_steps,
     seasonal_steps,
     variance_factor,
 )
 from pushsvc.series.forecast_refit import MAX_FIT_SEASON, Refit
+from pushsvc.series.forecast_weights import CombinationWeights, combined, fitted_share
 from pushsvc.stats.state_codec import StateReader, StateWriter
 
 __all__ = ["DEFAULT_PARAMS", "FIT_START", "VAR_WINDOW", "HoltWinters", "HwParams"]
@@ -93,7 +97,7 @@ VAR_WINDOW = 200
 exponentially with this span: short enough that the larger errors of the first seasons (a
 season started from one season's values) leave it within a few hundred buckets, long enough
 that its own sampling error is about 10 %."""
-_VERSION = 5
+_VERSION = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +132,7 @@ class HoltWinters:
 
     __slots__ = (
         "_ahead", "_learned", "_start", "anchor", "errors", "level", "params", "refit",
-        "season", "seasonal", "spread", "trend", "var",
+        "season", "seasonal", "spread", "trend", "var", "weights",
     )  # fmt: skip
 
     def __init__(
@@ -150,6 +154,9 @@ class HoltWinters:
         self.anchor = Anchor() if fitted else None
         """The fixed-default model a fitted one's forecasts are combined with
         (`pushsvc.series.forecast_anchor`); None for fixed parameters."""
+        self.weights = CombinationWeights(tracked_horizons(horizon)) if fitted else None
+        """With an anchor, how much of each model's forecast the combined one takes by
+        horizon (`pushsvc.series.forecast_weights`)."""
         self._learned = 0
         self._start: array[float] | None = array("d")
         """The first two seasons' values, until the start; then None."""
@@ -187,6 +194,7 @@ class HoltWinters:
         if self.refit is None and self.season <= MAX_FIT_SEASON:
             self.refit = Refit.after(self.season, horizon, self._learned)
             self.anchor = self._anchored()
+            self.weights = CombinationWeights(self.spread.horizons)
 
     def _anchored(self) -> Anchor:
         """An anchor that goes on from this model's state (it has fixed parameters, as the
@@ -197,7 +205,10 @@ class HoltWinters:
         """From now on, track the errors of forecasts up to `horizon` steps ahead (a model
         restored from a checkpoint made for another horizon, or before they were tracked by
         horizon): the horizons tracked before keep their errors."""
-        self.spread = self.spread.tracking(tracked_horizons(horizon))
+        horizons = tracked_horizons(horizon)
+        self.spread = self.spread.tracking(horizons)
+        if self.weights is not None:
+            self.weights = self.weights.tracking(horizons)
         self._ahead = ()
 
     def learn(self, value: float) -> None:
@@ -219,6 +230,8 @@ class HoltWinters:
                 self._expect()
             return
         self.spread.observe(value)
+        if self.weights is not None:
+            self.weights.observe(value)
         self._update(value)
         self._expect()
 
@@ -263,26 +276,20 @@ class HoltWinters:
                 for k in self.spread.horizons
             )
         m, n = self.season, self._learned
-        level, trend, season_of = self._forecasting()
-        sd = math.sqrt(self.var)
+        level, trend, seasonal = self.level, self.trend, self.seasonal
+        sds = [math.sqrt(self.var) * se for _, _, se in ahead]
+        own = [level + steps * trend + seasonal[(n + lag) % m] for lag, steps, _ in ahead]
+        anchor, weights = self.anchor, self.weights
+        if anchor is None or weights is None:
+            self.spread.expect(list(zip(own, sds, strict=True)))
+            return
+        other = [anchor.level + anchor.seasonal[(n + lag) % m] for lag, _, _ in ahead]
+        shares = weights.weights()
         self.spread.expect([
-            (level + weight * trend + season_of((n + lag) % m), sd * se)
-            for lag, weight, se in ahead
+            (combined(fitted_share(shares, lag + 1), mine, theirs), sd)
+            for (lag, _, _), mine, theirs, sd in zip(ahead, own, other, sds, strict=True)
         ])  # fmt: skip
-
-    def _forecasting(self) -> tuple[float, float, Callable[[int], float]]:
-        """The level, trend and season by phase the forecast is made of: the model's own, or
-        with an anchor, the mean of both models' forecasts as one
-        (`pushsvc.series.forecast_anchor`)."""
-        seasonal, anchor = self.seasonal, self.anchor
-        if anchor is None:
-            return self.level, self.trend, seasonal.__getitem__
-        other = anchor.seasonal
-
-        def combined(phase: int) -> float:
-            return (seasonal[phase] + other[phase]) / 2
-
-        return (self.level + anchor.level) / 2, self.trend / 2, combined
+        weights.expect(list(zip(own, other, strict=True)))
 
     def variance_factor(self, h: int) -> float:
         """var_h / var, the h-step variance over the one-step one (module docstring)."""
@@ -296,13 +303,12 @@ class HoltWinters:
         if self._start is not None:
             return None
         m, anchor = self.season, self.anchor
-        level, trend, _ = self._forecasting()
         phase, count = self._learned % m, max(1, min(horizon, m))
         ahead = (self.seasonal[phase:] + self.seasonal[:phase])[:count]
-        if anchor is not None:  # as `_forecasting`'s season, a slice at a time
-            other = (anchor.seasonal[phase:] + anchor.seasonal[:phase])[:count]
-            ahead = array("d", [(a + b) / 2 for a, b in zip(ahead, other, strict=True)])
-        return self._outlook(level, trend, ahead)
+        if anchor is None:
+            return self._outlook(ahead)
+        other = (anchor.seasonal[phase:] + anchor.seasonal[:phase])[:count]
+        return self._outlook(ahead, other)
 
     def predict(self, horizon: int) -> list[Predicted]:
         return self.predict_steps(range(1, horizon + 1))
@@ -311,17 +317,30 @@ class HoltWinters:
         """The steps asked for, as `outlook(...).at` makes them, without copying the season."""
         if self._start is not None:
             return []
-        m, n = self.season, self._learned
-        level, trend, season_of = self._forecasting()
+        m, n, seasonal, anchor = self.season, self._learned, self.seasonal, self.anchor
+        if anchor is None:
+            return seasonal_steps(
+                self._outlook(array("d")), lambda h: seasonal[(n + h - 1) % m], steps
+            )
+        other = anchor.seasonal
         return seasonal_steps(
-            self._outlook(level, trend, array("d")), lambda h: season_of((n + h - 1) % m), steps
+            self._outlook(array("d"), array("d")),
+            lambda h: seasonal[(n + h - 1) % m],
+            steps,
+            lambda h: other[(n + h - 1) % m],
         )
 
-    def _outlook(self, level: float, trend: float, ahead: array[float]) -> SeasonalOutlook:
-        p = self.params
+    def _outlook(
+        self, ahead: array[float], anchor_ahead: array[float] | None = None
+    ) -> SeasonalOutlook:
+        """The outlook of these season's values `ahead` (and the anchor's, with one)."""
+        p, anchor, weights = self.params, self.anchor, self.weights
+        mixed = None
+        if anchor is not None and weights is not None and anchor_ahead is not None:
+            mixed = AnchorOutlook(anchor.level, anchor_ahead, weights.weights())
         return SeasonalOutlook(
-            level,
-            trend,
+            self.level,
+            self.trend,
             self.var,
             p.alpha,
             p.beta,
@@ -330,6 +349,7 @@ class HoltWinters:
             ahead,
             p.phi,
             self.spread.quantiles(),
+            mixed,
         )
 
     def to_bytes(self) -> bytes:
@@ -352,6 +372,7 @@ class HoltWinters:
         out.blob(b"" if self.refit is None else self.refit.to_bytes())
         out.blob(self.spread.to_bytes())
         out.blob(b"" if self.anchor is None else self.anchor.to_bytes())
+        out.blob(b"" if self.weights is None else self.weights.to_bytes())
         return bytes(out)
 
     @classmethod
@@ -378,6 +399,7 @@ class HoltWinters:
             HorizonErrors.from_bytes(errors) if version > 3 else HorizonErrors.one_step(errors)
         )
         anchor = read.blob() if version > 4 else b""
+        weights = read.blob() if version > 5 else b""
         read.done()
         if refit:
             model.refit = Refit.from_bytes(refit)
@@ -401,4 +423,13 @@ class HoltWinters:
         elif model.refit is not None:
             # Before version 5 a fitted model had no anchor: one goes on from its state.
             model.anchor = model._anchored()
+        if weights:
+            if model.anchor is None:
+                raise ValueError("holt_winters combination weights without an anchor")
+            model.weights = CombinationWeights.from_bytes(weights)
+            if model.weights.horizons != model.spread.horizons:
+                raise ValueError("holt_winters combination weights do not fit its horizons")
+        elif model.anchor is not None:
+            # Before version 6 the two were combined in equal shares: weights start now.
+            model.weights = CombinationWeights(model.spread.horizons)
         return model

@@ -25,9 +25,11 @@ from dataclasses import dataclass
 
 from pushsvc.series.forecast import Z80, Z95, Predicted, student_t, with_intervals
 from pushsvc.series.forecast_errors import LONGEST, TRACKED, Band, Quantiles
+from pushsvc.series.forecast_weights import Weights, combined, fitted_share
 from pushsvc.stats.state_codec import StateReader, StateWriter, little_endian
 
 __all__ = [
+    "AnchorOutlook",
     "LinearOutlook",
     "Outlook",
     "SeasonalOutlook",
@@ -46,6 +48,8 @@ were each horizon's): read as the one-step horizon's."""
 _CALIBRATED = 5
 """A seasonal outlook with its phi and its intervals' quantiles by horizon (one without has
 the normal ones)."""
+_COMBINED = 6
+"""A calibrated seasonal outlook (its quantiles may be none) with an `AnchorOutlook`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +89,24 @@ class LinearOutlook:
 
 
 @dataclass(frozen=True, slots=True)
+class AnchorOutlook:
+    """What a fitted model's outlook mixes in (`pushsvc.series.forecast_weights`): its
+    anchor's level and season's values for the same steps as the outlook's `ahead`, and the
+    fitted model's weights by horizon."""
+
+    level: float
+    ahead: array[float]
+    weights: Weights
+
+
+@dataclass(frozen=True, slots=True)
 class SeasonalOutlook:
     """A Holt-Winters forecast (`pushsvc.series.forecast_holt_winters`): `ahead[h - 1]` is the
     season's value for step h, for the first `len(ahead)` steps (the whole season, which then
     repeats, or the horizon where it is shorter); `phi` damps the trend (1: undamped);
     `quantiles` are the intervals' half-widths in standard errors by horizon
-    (`pushsvc.series.forecast_errors`; none: the normal ones)."""
+    (`pushsvc.series.forecast_errors`; none: the normal ones); `anchor`, a fitted model's,
+    is mixed into the mean (None: a fixed model's)."""
 
     level: float
     trend: float
@@ -102,6 +118,7 @@ class SeasonalOutlook:
     ahead: array[float]
     phi: float = 1.0
     quantiles: Quantiles = ()
+    anchor: AnchorOutlook | None = None
 
     @property
     def reach(self) -> int | None:
@@ -109,13 +126,20 @@ class SeasonalOutlook:
         return None if len(self.ahead) == self.season else len(self.ahead)
 
     def at(self, steps: Iterable[int]) -> list[Predicted]:
-        ahead, m = self.ahead, self.season
-        return seasonal_steps(self, lambda h: ahead[(h - 1) % m], steps)
+        ahead, m, anchor = self.ahead, self.season, self.anchor
+        if anchor is None:
+            return seasonal_steps(self, lambda h: ahead[(h - 1) % m], steps)
+        other = anchor.ahead
+        return seasonal_steps(
+            self, lambda h: ahead[(h - 1) % m], steps, lambda h: other[(h - 1) % m]
+        )
 
     def to_bytes(self) -> bytes:
         out = StateWriter()
-        normal = not self.quantiles
-        out.uint(_CALIBRATED if not normal else _SEASONAL if self.phi == 1 else _DAMPED)
+        anchor = self.anchor
+        normal = not self.quantiles and anchor is None
+        kind = _SEASONAL if self.phi == 1 else _DAMPED
+        out.uint(_COMBINED if anchor is not None else _CALIBRATED if not normal else kind)
         for value in (self.level, self.trend, self.var, self.alpha, self.beta, self.gamma):
             out.double(value)
         if self.phi != 1 or not normal:
@@ -128,6 +152,13 @@ class SeasonalOutlook:
                 out.double(q95)
         out.uint(self.season)
         out.blob(little_endian(self.ahead).tobytes())
+        if anchor is not None:
+            out.double(anchor.level)
+            out.blob(little_endian(anchor.ahead).tobytes())
+            out.uint(len(anchor.weights))
+            for k, share in anchor.weights:
+                out.uint(k)
+                out.double(share)
         return bytes(out)
 
 
@@ -180,31 +211,55 @@ def outlook_from_bytes(data: bytes) -> Outlook:
         if n < 2:
             raise ValueError("a line's outlook needs two values")
         return LinearOutlook(level, slope, s2, n)
-    if kind not in (_SEASONAL, _DAMPED, _QUANTILED, _CALIBRATED):
+    if kind not in (_SEASONAL, _DAMPED, _QUANTILED, _CALIBRATED, _COMBINED):
         raise ValueError("unknown forecast outlook")
     level, trend, var, alpha, beta, gamma = (read.double() for _ in range(6))
     phi = read.double() if kind != _SEASONAL else 1.0
     quantiles = _read_quantiles(read, kind)
     season = read.uint()
-    raw = read.blob()
+    ahead = _season_values(read.blob(), season)
+    anchor = _read_anchor(read, len(ahead)) if kind == _COMBINED else None
     read.done()
+    return SeasonalOutlook(
+        level, trend, var, alpha, beta, gamma, season, ahead, phi, quantiles, anchor
+    )
+
+
+def _season_values(raw: bytes, season: int) -> array[float]:
     if len(raw) % 8 or not 0 < len(raw) // 8 <= season:
         raise ValueError("a seasonal outlook's values do not fit its season")
     ahead = array("d")
     ahead.frombytes(raw)
-    return SeasonalOutlook(
-        level, trend, var, alpha, beta, gamma, season, little_endian(ahead), phi, quantiles
-    )
+    return little_endian(ahead)
+
+
+def _read_anchor(read: StateReader, count: int) -> AnchorOutlook:
+    level = read.double()
+    ahead = _season_values(read.blob(), count)
+    if len(ahead) != count:
+        raise ValueError("a seasonal outlook's anchor does not fit its steps")
+    rows = read.uint()
+    if rows > TRACKED:
+        raise ValueError("a seasonal outlook's weights do not fit")
+    weights = tuple((read.uint(), read.double()) for _ in range(rows))
+    horizons = [k for k, _ in weights]
+    if horizons != sorted(set(horizons)) or not all(1 <= k <= LONGEST for k in horizons):
+        raise ValueError("a seasonal outlook's weights are not by ascending horizon")
+    if not all(0 <= share <= 1 for _, share in weights):
+        raise ValueError("a seasonal outlook's weights are not shares")
+    return AnchorOutlook(level, ahead, weights)
 
 
 def _read_quantiles(read: StateReader, kind: int) -> Quantiles:
     if kind == _QUANTILED:
         rows = [(1, read.double(), read.double())]
-    elif kind == _CALIBRATED:
+    elif kind in (_CALIBRATED, _COMBINED):
         count = read.uint()
-        if not 0 < count <= TRACKED:
+        if not (kind == _COMBINED or count) or count > TRACKED:
             raise ValueError("a seasonal outlook's quantiles do not fit")
         rows = [(read.uint(), read.double(), read.double()) for _ in range(count)]
+        if not rows:
+            return ()
     else:
         return ()
     horizons = [k for k, _, _ in rows]
@@ -216,13 +271,19 @@ def _read_quantiles(read: StateReader, kind: int) -> Quantiles:
 
 
 def seasonal_steps(
-    model: SeasonalOutlook, season_at: Callable[[int], float], steps: Iterable[int]
+    model: SeasonalOutlook,
+    season_at: Callable[[int], float],
+    steps: Iterable[int],
+    anchor_at: Callable[[int], float] | None = None,
 ) -> list[Predicted]:
     """The forecast `h` steps ahead for each of `steps`: the damped trend and the season's
-    value `season_at(h)`, with intervals from the h-step variance (`variance_factor`) and the
-    errors of the horizons tracked (`pushsvc.series.forecast_errors.Band`)."""
+    value `season_at(h)`, with a fitted model's `anchor` its level and season's value
+    `anchor_at(h)` mixed in by the fitted model's weight `h` steps ahead, with intervals from
+    the h-step variance (`variance_factor`) and the errors of the horizons tracked
+    (`pushsvc.series.forecast_errors.Band`)."""
     level, trend, var, phi, m = model.level, model.trend, model.var, model.phi, model.season
     a, b, g = model.alpha, model.beta, model.gamma
+    anchor = model.anchor
 
     def se(h: int) -> float:
         return math.sqrt(var * variance_factor(a, b, g, m, h, phi))
@@ -231,6 +292,9 @@ def seasonal_steps(
     out = []
     for h in steps:
         mean = level + damped_steps(phi, h) * trend + season_at(h)
+        if anchor is not None and anchor_at is not None:
+            share = fitted_share(anchor.weights, h)
+            mean = combined(share, mean, anchor.level + anchor_at(h))
         w80, w95 = band.at(h, se(h))
         out.append(Predicted(h, mean, mean - w80, mean + w80, mean - w95, mean + w95))
     return out
