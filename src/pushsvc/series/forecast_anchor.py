@@ -1,20 +1,23 @@
-"""`Anchor`: the fixed-default seasonal model a fitted one is combined with (pure).
+"""`Anchor`: a fixed seasonal model a fitted one is combined with, and `ANCHORS`, which (pure).
 
 A fitted `holt_winters` series (`pushsvc.series.forecast_holt_winters`) forecasts a mix of
-two forecasts: its own fitted ETS(A,Ad,A) model's and this one's, ETS(A,N,A) with the fixed
-defaults (alpha 0.02, gamma 0.1: a level and a season that move slowly, no trend). Why: a
-fit chases what the last few seasons did, and its errors on real series are large where that
-was unusual; the slow model's are large elsewhere. Combined, they were more accurate than the
-fitted model alone on NAB's 5-minute and hourly files (docs/performance.md), as combining
-forecasts usually is (the M3 and M4 competitions' combinations of exponential smoothing
-models). How much of each, horizon by horizon, the two models' recent errors say
-(`pushsvc.series.forecast_weights`).
+three forecasts: its own fitted ETS(A,Ad,A) model's and two anchors', ETS(A,N,A) models with
+fixed parameters learning the same values: a slow one, the fixed defaults (alpha 0.02, gamma
+0.1: a level and a season that move slowly, no trend), and a fast one (alpha 0.5: a level that
+follows half of each error). Why: a fit chases what the last few seasons did by its errors up
+to the horizon, so its errors on real series are large where that was unusual; the slow
+model's are large where the series moves, the fast one's further ahead. Combined, they were
+more accurate than the fitted model alone on NAB's 5-minute and hourly files
+(docs/performance.md), as combining forecasts usually is (the M3 and M4 competitions'
+combinations of exponential smoothing models; pooling models of other smoothing parameters,
+Kourentzes, Barrow and Petropoulos, 2019). How much of each, horizon by horizon, their recent
+errors say (`pushsvc.series.forecast_weights`).
 
-What a forecast keeps of the two is its outlook: the fitted model's, with the anchor's level
-and season over the same steps and the weights (`forecast_outlook.AnchorOutlook`).
+What a forecast keeps of them is its outlook: the fitted model's, with each anchor's level and
+season over the same steps and the weights (`forecast_outlook.AnchorsOutlook`).
 
-Cost: a level and a season (8 bytes a phase), one update per value learned; started from the
-same two seasons as the model it anchors (as a fixed model with no trend starts).
+Cost: a level and a season (8 bytes a phase) an anchor, one update per value learned; started
+from the same two seasons as the model it anchors (as a fixed model with no trend starts).
 """
 
 from __future__ import annotations
@@ -25,32 +28,41 @@ from array import array
 from pushsvc.rules.forecast import DEFAULT_ALPHA, DEFAULT_GAMMA
 from pushsvc.stats.state_codec import StateReader, StateWriter, little_endian
 
-__all__ = ["Anchor"]
+__all__ = ["ANCHORS", "FAST_ALPHA", "Anchor"]
+
+FAST_ALPHA = 0.5
+"""The fast anchor's alpha (its gamma is the defaults')."""
+ANCHORS = (DEFAULT_ALPHA, FAST_ALPHA)
+"""The anchors' alphas, in their order in a model's state and in the combination."""
 
 
 class Anchor:
-    """A level and a season of `season` phases, moved by alpha `DEFAULT_ALPHA` and gamma
-    `DEFAULT_GAMMA` of each one-step error. Not greenlet-safe."""
+    """A level and a season of `season` phases, moved by `alpha` and gamma `DEFAULT_GAMMA` of
+    each one-step error. Not greenlet-safe."""
 
-    __slots__ = ("level", "seasonal")
+    __slots__ = ("alpha", "level", "seasonal")
 
-    def __init__(self, level: float = 0.0, seasonal: array[float] | None = None) -> None:
+    def __init__(
+        self, alpha: float, level: float = 0.0, seasonal: array[float] | None = None
+    ) -> None:
+        self.alpha = alpha
         self.level = level
         self.seasonal = array("d") if seasonal is None else seasonal
         """By phase; empty until the start."""
 
     @classmethod
-    def begun(cls, values: array[float], season: int) -> Anchor:
+    def begun(cls, alpha: float, values: array[float], season: int) -> Anchor:
         """Started from the first two seasons' `values`, as a model without trend starts: the
         first season's mean, and each phase's mean deviation from it."""
         m = season
         first = math.fsum(values[:m]) / m
-        return cls(first, array("d", ((values[i] + values[i + m]) / 2 - first for i in range(m))))
+        seasonal = array("d", ((values[i] + values[i + m]) / 2 - first for i in range(m)))
+        return cls(alpha, first, seasonal)
 
     def learn(self, value: float, phase: int) -> None:
         seasonal = self.seasonal
         error = value - (self.level + seasonal[phase])
-        self.level += DEFAULT_ALPHA * error
+        self.level += self.alpha * error
         seasonal[phase] += DEFAULT_GAMMA * error
 
     def to_bytes(self) -> bytes:
@@ -60,8 +72,9 @@ class Anchor:
         return bytes(out)
 
     @classmethod
-    def from_bytes(cls, data: bytes, season: int) -> Anchor:
-        """From `to_bytes`; ValueError when it is not the anchor of a season of `season`."""
+    def from_bytes(cls, alpha: float, data: bytes, season: int) -> Anchor:
+        """From `to_bytes` of an anchor of `alpha`; ValueError when it is not the anchor of a
+        season of `season`."""
         read = StateReader(data)
         level = read.double()
         raw = read.blob()
@@ -72,4 +85,4 @@ class Anchor:
         seasonal.frombytes(raw)
         if len(seasonal) not in (0, season):
             raise ValueError("a forecast's anchor does not fit its season")
-        return cls(level, little_endian(seasonal))
+        return cls(alpha, level, little_endian(seasonal))

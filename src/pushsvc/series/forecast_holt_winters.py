@@ -22,9 +22,9 @@ spread over the values learned (`pushsvc.series.forecast_refit`, which says why)
 parameters forecast from the value at which it ends. Fixed (a rule that sets them): as given,
 never refitted.
 
-Combined. A fitted model's forecast mixes its own and that of an anchor, the fixed defaults'
-ETS(A,N,A) learning the same values (`pushsvc.series.forecast_anchor`, which says why), each
-horizon's weights from the two forecasts' recent errors there
+Combined. A fitted model's forecast mixes its own and those of two anchors, a slow and a fast
+ETS(A,N,A) of fixed parameters learning the same values (`pushsvc.series.forecast_anchor`,
+which says why), each horizon's weights from the three forecasts' recent errors there
 (`pushsvc.series.forecast_weights`); its intervals keep the fitted model's variance,
 calibrated by the combined forecast's own errors (below).
 
@@ -53,8 +53,8 @@ hundred.
 
 Cost: the season's values (8 bytes each), the level, trend, variance and counters, the
 tracked horizons' forecasts in flight and windows of standardised errors
-(`pushsvc.series.forecast_errors`), a fitted model's anchor's level and season and both
-models' forecasts in flight at those horizons (`pushsvc.series.forecast_weights`); until the
+(`pushsvc.series.forecast_errors`), a fitted model's anchors' levels and seasons and the
+three forecasts in flight at those horizons (`pushsvc.series.forecast_weights`); until the
 start, the two seasons' values; a fitted model also its refit window and the fit under way
 (`pushsvc.series.forecast_refit`). A value costs a constant amount of work, and a fitted
 model's value at most `FIT_STEPS` filter steps more; the start costs one pass over two
@@ -76,18 +76,18 @@ from pushsvc.rules.forecast import (
     MAX_SEASON,
 )
 from pushsvc.series.forecast import Predicted
-from pushsvc.series.forecast_anchor import Anchor
+from pushsvc.series.forecast_anchor import ANCHORS, Anchor
 from pushsvc.series.forecast_errors import HorizonErrors, tracked_horizons
 from pushsvc.series.forecast_fit import EtsParams
 from pushsvc.series.forecast_outlook import (
-    AnchorOutlook,
+    AnchorsOutlook,
     SeasonalOutlook,
     damped_steps,
     seasonal_steps,
     variance_factor,
 )
 from pushsvc.series.forecast_refit import MAX_FIT_SEASON, Refit
-from pushsvc.series.forecast_weights import CombinationWeights, combined, fitted_share
+from pushsvc.series.forecast_weights import CombinationWeights, combined, shares_at
 from pushsvc.stats.state_codec import StateReader, StateWriter
 
 __all__ = ["DEFAULT_PARAMS", "FIT_START", "VAR_WINDOW", "HoltWinters", "HwParams"]
@@ -131,7 +131,7 @@ class HoltWinters:
     """Additive Holt-Winters of season `season` buckets. Not greenlet-safe."""
 
     __slots__ = (
-        "_ahead", "_learned", "_start", "anchor", "errors", "level", "params", "refit",
+        "_ahead", "_learned", "_start", "anchors", "errors", "level", "params", "refit",
         "season", "seasonal", "spread", "trend", "var", "weights",
     )  # fmt: skip
 
@@ -151,12 +151,12 @@ class HoltWinters:
         self.params = params
         self.refit = Refit(season, horizon) if fitted else None
         """The refit schedule of a fitted model; None for fixed parameters."""
-        self.anchor = Anchor() if fitted else None
-        """The fixed-default model a fitted one's forecasts are combined with
-        (`pushsvc.series.forecast_anchor`); None for fixed parameters."""
-        self.weights = CombinationWeights(tracked_horizons(horizon)) if fitted else None
-        """With an anchor, how much of each model's forecast the combined one takes by
-        horizon (`pushsvc.series.forecast_weights`)."""
+        self.anchors = tuple(Anchor(alpha) for alpha in ANCHORS) if fitted else ()
+        """The fixed models a fitted one's forecasts are combined with
+        (`pushsvc.series.forecast_anchor`); none for fixed parameters."""
+        self.weights = self._weighing(tracked_horizons(horizon)) if fitted else None
+        """With anchors, how much of each model's forecast the combined one takes by horizon
+        (`pushsvc.series.forecast_weights`)."""
         self._learned = 0
         self._start: array[float] | None = array("d")
         """The first two seasons' values, until the start; then None."""
@@ -193,13 +193,18 @@ class HoltWinters:
         fit ends, three seasons on. Where its season is not fitted, nothing changes."""
         if self.refit is None and self.season <= MAX_FIT_SEASON:
             self.refit = Refit.after(self.season, horizon, self._learned)
-            self.anchor = self._anchored()
-            self.weights = CombinationWeights(self.spread.horizons)
+            self.anchors = tuple(self._anchored(alpha) for alpha in ANCHORS)
+            self.weights = self._weighing(self.spread.horizons)
 
-    def _anchored(self) -> Anchor:
-        """An anchor that goes on from this model's state (it has fixed parameters, as the
-        anchor does); empty until the start."""
-        return Anchor(self.level, array("d", self.seasonal))
+    def _anchored(self, alpha: float) -> Anchor:
+        """An anchor of `alpha` that goes on from this model's state (it has fixed
+        parameters, as an anchor does); empty until the start."""
+        return Anchor(alpha, self.level, array("d", self.seasonal))
+
+    @staticmethod
+    def _weighing(horizons: tuple[int, ...]) -> CombinationWeights:
+        """The weights of a fitted model and its anchors, tracked at `horizons`."""
+        return CombinationWeights(horizons, 1 + len(ANCHORS))
 
     def tracking(self, horizon: int) -> None:
         """From now on, track the errors of forecasts up to `horizon` steps ahead (a model
@@ -225,8 +230,10 @@ class HoltWinters:
             self._learned += 1
             if len(start) == 2 * self.season:
                 self._begin(start)
-                if self.anchor is not None:
-                    self.anchor = Anchor.begun(start, self.season)
+                if self.anchors:
+                    self.anchors = tuple(
+                        Anchor.begun(alpha, start, self.season) for alpha in ANCHORS
+                    )
                 self._expect()
             return
         self.spread.observe(value)
@@ -260,8 +267,8 @@ class HoltWinters:
         self.level += damped + p.alpha * error
         self.trend = damped + p.beta * error
         seasonal[phase] += p.gamma * error
-        if self.anchor is not None:
-            self.anchor.learn(value, phase)
+        for anchor in self.anchors:
+            anchor.learn(value, phase)
         self.errors += 1
         self.var += (error * error - self.var) / min(self.errors, VAR_WINDOW)
         self._learned += 1
@@ -279,17 +286,20 @@ class HoltWinters:
         level, trend, seasonal = self.level, self.trend, self.seasonal
         sds = [math.sqrt(self.var) * se for _, _, se in ahead]
         own = [level + steps * trend + seasonal[(n + lag) % m] for lag, steps, _ in ahead]
-        anchor, weights = self.anchor, self.weights
-        if anchor is None or weights is None:
+        anchors, weights = self.anchors, self.weights
+        if not anchors or weights is None:
             self.spread.expect(list(zip(own, sds, strict=True)))
             return
-        other = [anchor.level + anchor.seasonal[(n + lag) % m] for lag, _, _ in ahead]
-        shares = weights.weights()
+        members = [
+            (mine, *(a.level + a.seasonal[(n + lag) % m] for a in anchors))
+            for (lag, _, _), mine in zip(ahead, own, strict=True)
+        ]
+        table, count = weights.weights(), len(anchors) + 1
         self.spread.expect([
-            (combined(fitted_share(shares, lag + 1), mine, theirs), sd)
-            for (lag, _, _), mine, theirs, sd in zip(ahead, own, other, sds, strict=True)
+            (combined(shares_at(table, lag + 1, count), made), sd)
+            for (lag, _, _), made, sd in zip(ahead, members, sds, strict=True)
         ])  # fmt: skip
-        weights.expect(list(zip(own, other, strict=True)))
+        weights.expect(members)
 
     def variance_factor(self, h: int) -> float:
         """var_h / var, the h-step variance over the one-step one (module docstring)."""
@@ -302,13 +312,11 @@ class HoltWinters:
         start)."""
         if self._start is not None:
             return None
-        m, anchor = self.season, self.anchor
+        m = self.season
         phase, count = self._learned % m, max(1, min(horizon, m))
         ahead = (self.seasonal[phase:] + self.seasonal[:phase])[:count]
-        if anchor is None:
-            return self._outlook(ahead)
-        other = (anchor.seasonal[phase:] + anchor.seasonal[:phase])[:count]
-        return self._outlook(ahead, other)
+        others = tuple((a.seasonal[phase:] + a.seasonal[:phase])[:count] for a in self.anchors)
+        return self._outlook(ahead, others)
 
     def predict(self, horizon: int) -> list[Predicted]:
         return self.predict_steps(range(1, horizon + 1))
@@ -317,27 +325,27 @@ class HoltWinters:
         """The steps asked for, as `outlook(...).at` makes them, without copying the season."""
         if self._start is not None:
             return []
-        m, n, seasonal, anchor = self.season, self._learned, self.seasonal, self.anchor
-        if anchor is None:
-            return seasonal_steps(
-                self._outlook(array("d")), lambda h: seasonal[(n + h - 1) % m], steps
-            )
-        other = anchor.seasonal
+        m, n, seasonal, anchors = self.season, self._learned, self.seasonal, self.anchors
+        outlook = self._outlook(array("d"), tuple(array("d") for _ in anchors))
+        if not anchors:
+            return seasonal_steps(outlook, lambda h: seasonal[(n + h - 1) % m], steps)
+        others = [a.seasonal for a in anchors]
         return seasonal_steps(
-            self._outlook(array("d"), array("d")),
+            outlook,
             lambda h: seasonal[(n + h - 1) % m],
             steps,
-            lambda h: other[(n + h - 1) % m],
+            lambda j, h: others[j][(n + h - 1) % m],
         )
 
     def _outlook(
-        self, ahead: array[float], anchor_ahead: array[float] | None = None
+        self, ahead: array[float], anchor_aheads: tuple[array[float], ...]
     ) -> SeasonalOutlook:
-        """The outlook of these season's values `ahead` (and the anchor's, with one)."""
-        p, anchor, weights = self.params, self.anchor, self.weights
+        """The outlook of these season's values `ahead` (and its anchors', with some)."""
+        p, anchors, weights = self.params, self.anchors, self.weights
         mixed = None
-        if anchor is not None and weights is not None and anchor_ahead is not None:
-            mixed = AnchorOutlook(anchor.level, anchor_ahead, weights.weights())
+        if anchors and weights is not None:
+            levels = tuple(a.level for a in anchors)
+            mixed = AnchorsOutlook(levels, anchor_aheads, weights.weights())
         return SeasonalOutlook(
             self.level,
             self.trend,
@@ -371,7 +379,12 @@ class HoltWinters:
             out.double(v)
         out.blob(b"" if self.refit is None else self.refit.to_bytes())
         out.blob(self.spread.to_bytes())
-        out.blob(b"" if self.anchor is None else self.anchor.to_bytes())
+        anchors = StateWriter()
+        if self.anchors:
+            anchors.uint(len(self.anchors))
+            for anchor in self.anchors:
+                anchors.blob(anchor.to_bytes())
+        out.blob(bytes(anchors))
         out.blob(b"" if self.weights is None else self.weights.to_bytes())
         return bytes(out)
 
@@ -417,19 +430,36 @@ class HoltWinters:
         if anchor:
             if model.refit is None:
                 raise ValueError("holt_winters anchor without a fit")
-            model.anchor = Anchor.from_bytes(anchor, season)
-            if len(model.anchor.seasonal) != (0 if starting else season):
-                raise ValueError("holt_winters anchor does not fit the model's start")
+            model.anchors = model._read_anchors(anchor, version, starting)
         elif model.refit is not None:
-            # Before version 5 a fitted model had no anchor: one goes on from its state.
-            model.anchor = model._anchored()
+            # Before version 5 a fitted model had no anchor: they go on from its state.
+            model.anchors = tuple(model._anchored(alpha) for alpha in ANCHORS)
         if weights:
-            if model.anchor is None:
+            if not model.anchors:
                 raise ValueError("holt_winters combination weights without an anchor")
-            model.weights = CombinationWeights.from_bytes(weights)
+            model.weights = CombinationWeights.from_bytes(weights, 1 + len(ANCHORS))
             if model.weights.horizons != model.spread.horizons:
                 raise ValueError("holt_winters combination weights do not fit its horizons")
-        elif model.anchor is not None:
-            # Before version 6 the two were combined in equal shares: weights start now.
-            model.weights = CombinationWeights(model.spread.horizons)
+        elif model.anchors:
+            # Before version 6 a fitted model and its one anchor were combined in equal
+            # shares: weights start now.
+            model.weights = model._weighing(model.spread.horizons)
         return model
+
+    def _read_anchors(self, data: bytes, version: int, starting: int) -> tuple[Anchor, ...]:
+        """The anchors of a state of `version`: version 5 kept the slow one alone (the fast
+        one then goes on from the model's state)."""
+        if version < 6:
+            blobs = [data]
+        else:
+            read = StateReader(data)
+            if read.uint() != len(ANCHORS):
+                raise ValueError("holt_winters anchors are not its anchors")
+            blobs = [read.blob() for _ in ANCHORS]
+            read.done()
+        kept = zip(ANCHORS[: len(blobs)], blobs, strict=True)
+        anchors = [Anchor.from_bytes(alpha, blob, self.season) for alpha, blob in kept]
+        anchors += [self._anchored(alpha) for alpha in ANCHORS[len(anchors) :]]
+        if any(len(a.seasonal) != (0 if starting else self.season) for a in anchors):
+            raise ValueError("holt_winters anchor does not fit the model's start")
+        return tuple(anchors)

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 from pushsvc.series.forecast import Z80, Z95, Predicted, student_t, with_intervals
 from pushsvc.series.forecast_errors import LONGEST, TRACKED, Band, Quantiles
-from pushsvc.series.forecast_weights import Weights, combined, fitted_share
+from pushsvc.series.forecast_weights import Weights, combined, shares_at
 from pushsvc.stats.state_codec import StateReader, StateWriter, little_endian
 
 __all__ = [
-    "AnchorOutlook",
+    "AnchorsOutlook",
     "LinearOutlook",
     "Outlook",
     "SeasonalOutlook",
@@ -49,7 +49,7 @@ _CALIBRATED = 5
 """A seasonal outlook with its phi and its intervals' quantiles by horizon (one without has
 the normal ones)."""
 _COMBINED = 6
-"""A calibrated seasonal outlook (its quantiles may be none) with an `AnchorOutlook`."""
+"""A calibrated seasonal outlook (its quantiles may be none) with an `AnchorsOutlook`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +89,13 @@ class LinearOutlook:
 
 
 @dataclass(frozen=True, slots=True)
-class AnchorOutlook:
-    """What a fitted model's outlook mixes in (`pushsvc.series.forecast_weights`): its
-    anchor's level and season's values for the same steps as the outlook's `ahead`, and the
-    fitted model's weights by horizon."""
+class AnchorsOutlook:
+    """What a fitted model's outlook mixes in (`pushsvc.series.forecast_weights`): each of its
+    anchors' level and season's values for the same steps as the outlook's `ahead`, and the
+    members' weights by horizon (the fitted model's first, then the anchors')."""
 
-    level: float
-    ahead: array[float]
+    levels: tuple[float, ...]
+    aheads: tuple[array[float], ...]
     weights: Weights
 
 
@@ -105,8 +105,8 @@ class SeasonalOutlook:
     season's value for step h, for the first `len(ahead)` steps (the whole season, which then
     repeats, or the horizon where it is shorter); `phi` damps the trend (1: undamped);
     `quantiles` are the intervals' half-widths in standard errors by horizon
-    (`pushsvc.series.forecast_errors`; none: the normal ones); `anchor`, a fitted model's,
-    is mixed into the mean (None: a fixed model's)."""
+    (`pushsvc.series.forecast_errors`; none: the normal ones); `anchors`, a fitted model's,
+    are mixed into the mean (None: a fixed model's)."""
 
     level: float
     trend: float
@@ -118,7 +118,7 @@ class SeasonalOutlook:
     ahead: array[float]
     phi: float = 1.0
     quantiles: Quantiles = ()
-    anchor: AnchorOutlook | None = None
+    anchors: AnchorsOutlook | None = None
 
     @property
     def reach(self) -> int | None:
@@ -126,20 +126,20 @@ class SeasonalOutlook:
         return None if len(self.ahead) == self.season else len(self.ahead)
 
     def at(self, steps: Iterable[int]) -> list[Predicted]:
-        ahead, m, anchor = self.ahead, self.season, self.anchor
-        if anchor is None:
+        ahead, m, anchors = self.ahead, self.season, self.anchors
+        if anchors is None:
             return seasonal_steps(self, lambda h: ahead[(h - 1) % m], steps)
-        other = anchor.ahead
+        others = anchors.aheads
         return seasonal_steps(
-            self, lambda h: ahead[(h - 1) % m], steps, lambda h: other[(h - 1) % m]
+            self, lambda h: ahead[(h - 1) % m], steps, lambda j, h: others[j][(h - 1) % m]
         )
 
     def to_bytes(self) -> bytes:
         out = StateWriter()
-        anchor = self.anchor
-        normal = not self.quantiles and anchor is None
+        anchors = self.anchors
+        normal = not self.quantiles and anchors is None
         kind = _SEASONAL if self.phi == 1 else _DAMPED
-        out.uint(_COMBINED if anchor is not None else _CALIBRATED if not normal else kind)
+        out.uint(_COMBINED if anchors is not None else _CALIBRATED if not normal else kind)
         for value in (self.level, self.trend, self.var, self.alpha, self.beta, self.gamma):
             out.double(value)
         if self.phi != 1 or not normal:
@@ -152,13 +152,16 @@ class SeasonalOutlook:
                 out.double(q95)
         out.uint(self.season)
         out.blob(little_endian(self.ahead).tobytes())
-        if anchor is not None:
-            out.double(anchor.level)
-            out.blob(little_endian(anchor.ahead).tobytes())
-            out.uint(len(anchor.weights))
-            for k, share in anchor.weights:
+        if anchors is not None:
+            out.uint(len(anchors.levels))
+            for level, ahead in zip(anchors.levels, anchors.aheads, strict=True):
+                out.double(level)
+                out.blob(little_endian(ahead).tobytes())
+            out.uint(len(anchors.weights))
+            for k, shares in anchors.weights:
                 out.uint(k)
-                out.double(share)
+                for share in shares:
+                    out.double(share)
         return bytes(out)
 
 
@@ -218,10 +221,10 @@ def outlook_from_bytes(data: bytes) -> Outlook:
     quantiles = _read_quantiles(read, kind)
     season = read.uint()
     ahead = _season_values(read.blob(), season)
-    anchor = _read_anchor(read, len(ahead)) if kind == _COMBINED else None
+    anchors = _read_anchors(read, len(ahead)) if kind == _COMBINED else None
     read.done()
     return SeasonalOutlook(
-        level, trend, var, alpha, beta, gamma, season, ahead, phi, quantiles, anchor
+        level, trend, var, alpha, beta, gamma, season, ahead, phi, quantiles, anchors
     )
 
 
@@ -233,21 +236,33 @@ def _season_values(raw: bytes, season: int) -> array[float]:
     return little_endian(ahead)
 
 
-def _read_anchor(read: StateReader, count: int) -> AnchorOutlook:
-    level = read.double()
-    ahead = _season_values(read.blob(), count)
-    if len(ahead) != count:
-        raise ValueError("a seasonal outlook's anchor does not fit its steps")
+_MOST_ANCHORS = 4
+"""More anchors than an outlook is read with (a model has `forecast_anchor.ANCHORS`)."""
+
+
+def _read_anchors(read: StateReader, count: int) -> AnchorsOutlook:
+    """The anchors of an outlook of `count` steps."""
+    anchors = read.uint()
+    if not 0 < anchors <= _MOST_ANCHORS:
+        raise ValueError("a seasonal outlook's anchors do not fit")
+    levels, aheads = [], []
+    for _ in range(anchors):
+        levels.append(read.double())
+        aheads.append(_season_values(read.blob(), count))
+        if len(aheads[-1]) != count:
+            raise ValueError("a seasonal outlook's anchor does not fit its steps")
     rows = read.uint()
     if rows > TRACKED:
         raise ValueError("a seasonal outlook's weights do not fit")
-    weights = tuple((read.uint(), read.double()) for _ in range(rows))
+    weights = tuple(
+        (read.uint(), tuple(read.double() for _ in range(anchors + 1))) for _ in range(rows)
+    )
     horizons = [k for k, _ in weights]
     if horizons != sorted(set(horizons)) or not all(1 <= k <= LONGEST for k in horizons):
         raise ValueError("a seasonal outlook's weights are not by ascending horizon")
-    if not all(0 <= share <= 1 for _, share in weights):
+    if not all(0 <= share <= 1 for _, shares in weights for share in shares):
         raise ValueError("a seasonal outlook's weights are not shares")
-    return AnchorOutlook(level, ahead, weights)
+    return AnchorsOutlook(tuple(levels), tuple(aheads), weights)
 
 
 def _read_quantiles(read: StateReader, kind: int) -> Quantiles:
@@ -274,16 +289,16 @@ def seasonal_steps(
     model: SeasonalOutlook,
     season_at: Callable[[int], float],
     steps: Iterable[int],
-    anchor_at: Callable[[int], float] | None = None,
+    anchor_at: Callable[[int, int], float] | None = None,
 ) -> list[Predicted]:
     """The forecast `h` steps ahead for each of `steps`: the damped trend and the season's
-    value `season_at(h)`, with a fitted model's `anchor` its level and season's value
-    `anchor_at(h)` mixed in by the fitted model's weight `h` steps ahead, with intervals from
+    value `season_at(h)`, with a fitted model's `anchors` each one's level and season's value
+    `anchor_at(j, h)` mixed in by the members' weights `h` steps ahead, with intervals from
     the h-step variance (`variance_factor`) and the errors of the horizons tracked
     (`pushsvc.series.forecast_errors.Band`)."""
     level, trend, var, phi, m = model.level, model.trend, model.var, model.phi, model.season
     a, b, g = model.alpha, model.beta, model.gamma
-    anchor = model.anchor
+    anchors = model.anchors
 
     def se(h: int) -> float:
         return math.sqrt(var * variance_factor(a, b, g, m, h, phi))
@@ -292,9 +307,11 @@ def seasonal_steps(
     out = []
     for h in steps:
         mean = level + damped_steps(phi, h) * trend + season_at(h)
-        if anchor is not None and anchor_at is not None:
-            share = fitted_share(anchor.weights, h)
-            mean = combined(share, mean, anchor.level + anchor_at(h))
+        if anchors is not None and anchor_at is not None:
+            levels = anchors.levels
+            shares = shares_at(anchors.weights, h, len(levels) + 1)
+            members = [mean] + [levels[j] + anchor_at(j, h) for j in range(len(levels))]
+            mean = combined(shares, members)
         w80, w95 = band.at(h, se(h))
         out.append(Predicted(h, mean, mean - w80, mean + w80, mean - w95, mean + w95))
     return out

@@ -1,27 +1,30 @@
-"""`CombinationWeights`: how much of a fitted model's forecast, against its anchor's, a
-combined forecast takes at each horizon, from the two models' recent errors there (pure).
+"""`CombinationWeights`: how much of each member's forecast a fitted model's combined forecast
+takes at each horizon, from the members' recent errors there (pure).
 
-Why. A fitted `holt_winters` series forecasts a mix of its fitted ETS(A,Ad,A) model's forecast
-and its anchor's, the slow fixed-default model (`pushsvc.series.forecast_anchor`, which says
-why two). Which of the two is the better differs by series and by horizon: a fit that follows
-the last few seasons is often the better one step ahead and the worse a day ahead, or the
-other way round. So each horizon's weights are the two models' own recent record there: each
-model's weight is inversely proportional to its mean squared error (Bates and Granger, "The
-Combination of Forecasts", 1969), the fitted model's mse_anchor / (mse_fitted + mse_anchor).
-Equal weights until a horizon has an error. On NAB's 5-minute and hourly files, where they were
-chosen, these weights were more accurate than equal ones at every horizon by MASE and sMAPE,
-on most series (docs/performance.md); how fast the mean squares forget (`SPAN`) mattered little
-there between 25 and 500.
+Why. A fitted `holt_winters` series forecasts a mix of three (`pushsvc.series.forecast_anchor`,
+which says why these): its fitted ETS(A,Ad,A) model's forecast and two anchors', a slow and a
+fast fixed model. Which is the better differs by series and by horizon: the fast model is often
+the best one step ahead and the worst a day ahead, the fitted one the other way round, or
+neither. So each horizon's weights are the members' own recent record there: the two with the
+smaller mean squared errors, each weighted by the other's, mse_b / (mse_a + mse_b) for a (the
+inverse of its mean squared error, normalised: Bates and Granger, "The Combination of
+Forecasts", 1969), and the worst none (a trimmed combination: Timmermann, "Forecast
+Combinations", 2006). Equal weights until a horizon has an error. On NAB's 5-minute and hourly
+files, where this was chosen, the three were more accurate than the fitted model and the slow
+one combined in equal or in such weights, one step ahead by a fifth, and further ahead about
+as accurate; without the trim the fast model cost up to 5 % of MASE a day ahead
+(docs/performance.md). How fast the mean squares forget (`SPAN`) mattered little there
+between 25 and 500.
 
 Which horizons: those whose intervals' errors are tracked (`forecast_errors.tracked_horizons`,
 evenly spaced in log steps from 1 to the forecast's horizon, at most `LONGEST`). Between two,
-the weight is a line in the step; past the last, the last's.
+each weight is a line in the step; past the last, the last's.
 
 A mean square averages all errors up to `SPAN` of them, then weighs them exponentially with that
 span (as a model's one-step variance does).
 
-Cost: per tracked horizon k, both models' forecasts in flight (k pairs of doubles) and the two
-mean squares; a value learned costs `TRACKED` of those updates.
+Cost: per tracked horizon k, each member's forecasts in flight (k doubles a member) and its mean
+square; a value learned costs `TRACKED` of those updates.
 """
 
 from __future__ import annotations
@@ -34,133 +37,162 @@ from collections.abc import Iterable, Sequence
 from pushsvc.series.forecast_errors import LONGEST, TRACKED
 from pushsvc.stats.state_codec import StateReader, StateWriter, little_endian
 
-__all__ = ["SPAN", "CombinationWeights", "Weights", "combined", "fitted_share"]
+__all__ = ["SPAN", "CombinationWeights", "Shares", "Weights", "combined", "shares_at"]
 
 SPAN = 100
 """Errors a mean square averages, then the span it weighs them with."""
 
-Weights = tuple[tuple[int, float], ...]
-"""(k, the fitted model's weight) for each tracked horizon k, k ascending; empty: equal."""
+Shares = tuple[float, ...]
+"""Each member's weight, in the members' order; they sum to 1."""
+Weights = tuple[tuple[int, Shares], ...]
+"""(k, the members' weights k steps ahead) for each tracked horizon k with an error, k
+ascending; empty: equal weights at every step."""
 
 
-def fitted_share(weights: Weights, h: int) -> float:
-    """The fitted model's weight `h` steps ahead: a tracked horizon's, a line between two, the
-    last's past it (0.5 with none)."""
+def shares_at(weights: Weights, h: int, members: int) -> Shares:
+    """The members' weights `h` steps ahead: a tracked horizon's, a line between two, the
+    last's past it (equal with none)."""
     if not weights:
-        return 0.5
+        return (1 / members,) * members
     i = bisect_left(weights, (h,))
     if i == len(weights):
         return weights[-1][1]
-    k, w = weights[i]
+    k, at = weights[i]
     if k == h or i == 0:
-        return w
-    before, v = weights[i - 1]
-    return v + (w - v) * (h - before) / (k - before)
+        return at
+    before, then = weights[i - 1]
+    step = (h - before) / (k - before)
+    return tuple(v + (w - v) * step for v, w in zip(then, at, strict=True))
 
 
-def combined(share: float, fitted: float, anchor: float) -> float:
-    """The combined forecast of the fitted model's `fitted` and the anchor's `anchor`, the
-    fitted one's weight `share`."""
-    return share * fitted + (1 - share) * anchor
+def combined(shares: Shares, forecasts: Sequence[float]) -> float:
+    """The combined forecast of the members' `forecasts`, weighted by `shares`: the first's
+    plus each other's weighted difference from it (so members that agree give their forecast
+    exactly, as a model whose anchors start from its own state does)."""
+    first = forecasts[0]
+    total = first
+    for share, forecast in zip(shares[1:], forecasts[1:], strict=True):
+        total += share * (forecast - first)
+    return total
+
+
+def _trimmed(squares: Sequence[float]) -> Shares:
+    """The weights of members of these mean squared errors: the better two's, each the
+    other's share of their sum; the others' none (equal where both are 0)."""
+    order = sorted(range(len(squares)), key=squares.__getitem__)
+    out = [0.0] * len(squares)
+    if len(order) == 1:
+        return (1.0,)
+    a, b = order[0], order[1]
+    total = squares[a] + squares[b]
+    if total > 0 and math.isfinite(total):
+        out[a], out[b] = squares[b] / total, squares[a] / total
+    else:
+        out[a] = out[b] = 0.5
+    return tuple(out)
 
 
 class CombinationWeights:
-    """Both models' forecasts in flight and mean squared errors at each tracked horizon."""
+    """The members' forecasts in flight and mean squared errors at each tracked horizon."""
 
-    __slots__ = ("anchored", "counts", "fitted", "horizons", "squares")
+    __slots__ = ("_weights", "counts", "flight", "horizons", "members", "squares")
 
-    def __init__(self, horizons: Iterable[int]) -> None:
+    def __init__(self, horizons: Iterable[int], members: int) -> None:
         self.horizons = tuple(horizons)
-        self.fitted = [array("d") for _ in self.horizons]
-        """Per horizon k, the fitted model's forecasts made k steps ahead whose value has not
-        come, oldest first (at most k)."""
-        self.anchored = [array("d") for _ in self.horizons]
-        """The anchor's, alongside."""
-        self.squares = [array("d", (0.0, 0.0)) for _ in self.horizons]
-        """Per horizon, the fitted model's and the anchor's mean squared errors."""
+        self.members = members
+        self.flight = [[array("d") for _ in range(members)] for _ in self.horizons]
+        """Per horizon k, each member's forecasts made k steps ahead whose value has not come,
+        oldest first (at most k)."""
+        self.squares = [array("d", [0.0] * members) for _ in self.horizons]
+        """Per horizon, each member's mean squared error."""
         self.counts = [0] * len(self.horizons)
         """The errors each horizon's mean squares have seen (up to `SPAN`)."""
+        self._weights: Weights | None = None
+        """`weights()`, until the next error."""
 
     def observe(self, value: float) -> None:
         """The value each horizon's oldest forecasts in flight were for."""
+        self._weights = None
         for i, k in enumerate(self.horizons):
-            fitted, anchored = self.fitted[i], self.anchored[i]
-            if len(fitted) < k:
+            flight = self.flight[i]
+            if len(flight[0]) < k:
                 continue
-            own, other = value - fitted.pop(0), value - anchored.pop(0)
-            if not (math.isfinite(own) and math.isfinite(other)):
+            errors = [value - made.pop(0) for made in flight]
+            if not all(math.isfinite(e) for e in errors):
                 continue
             n = self.counts[i] = min(self.counts[i] + 1, SPAN)
             squares = self.squares[i]
-            squares[0] += (own * own - squares[0]) / n
-            squares[1] += (other * other - squares[1]) / n
+            for j, e in enumerate(errors):
+                squares[j] += (e * e - squares[j]) / n
 
-    def expect(self, forecasts: Sequence[tuple[float, float]]) -> None:
-        """Each tracked horizon's (fitted, anchor) forecast, made now."""
-        for (own, other), fitted, anchored in zip(
-            forecasts, self.fitted, self.anchored, strict=True
-        ):
-            fitted.append(own)
-            anchored.append(other)
+    def expect(self, forecasts: Sequence[Sequence[float]]) -> None:
+        """Each tracked horizon's members' forecasts, made now."""
+        for made, flight in zip(forecasts, self.flight, strict=True):
+            for forecast, member in zip(made, flight, strict=True):
+                member.append(forecast)
 
     def weights(self) -> Weights:
-        """The fitted model's weight at each tracked horizon with an error."""
-        out = []
-        for k, n, (own, other) in zip(self.horizons, self.counts, self.squares, strict=True):
-            if n:
-                total = own + other
-                out.append((k, other / total if total > 0 and math.isfinite(total) else 0.5))
-        return tuple(out)
+        """The members' weights at each tracked horizon with an error."""
+        if self._weights is None:
+            self._weights = tuple(
+                (k, _trimmed(squares))
+                for k, n, squares in zip(self.horizons, self.counts, self.squares, strict=True)
+                if n
+            )
+        return self._weights
 
     def tracking(self, horizons: tuple[int, ...]) -> CombinationWeights:
         """These weights, tracking `horizons`: a horizon kept keeps its forecasts and mean
         squares, a new one starts with none."""
         if horizons == self.horizons:
             return self
-        out = CombinationWeights(horizons)
+        out = CombinationWeights(horizons, self.members)
         for i, k in enumerate(horizons):
             if k in self.horizons:
                 j = self.horizons.index(k)
-                out.fitted[i], out.anchored[i] = self.fitted[j], self.anchored[j]
-                out.squares[i], out.counts[i] = self.squares[j], self.counts[j]
+                out.flight[i], out.squares[i], out.counts[i] = (
+                    self.flight[j], self.squares[j], self.counts[j]
+                )  # fmt: skip
         return out
 
     def to_bytes(self) -> bytes:
         out = StateWriter()
+        out.uint(self.members)
         out.uint(len(self.horizons))
         for i, k in enumerate(self.horizons):
             out.uint(k)
             out.uint(self.counts[i])
-            for blob in (self.squares[i], self.fitted[i], self.anchored[i]):
+            for blob in (self.squares[i], *self.flight[i]):
                 out.blob(little_endian(blob).tobytes())
         return bytes(out)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> CombinationWeights:
-        """From `to_bytes`; ValueError when it is not such a state."""
+    def from_bytes(cls, data: bytes, members: int) -> CombinationWeights:
+        """From `to_bytes`; ValueError when it is not such a state of `members` members."""
         read = StateReader(data)
+        if read.uint() != members:
+            raise ValueError("a forecast's combination weights are not of its members")
         count = read.uint()
         if count > TRACKED:
             raise ValueError("a forecast's combination horizons do not fit")
-        horizons, rows = [], []
+        out = cls([], members)
         for _ in range(count):
             k, n = read.uint(), read.uint()
-            squares, fitted, anchored = (_doubles(read.blob()) for _ in range(3))
-            if not 1 <= k <= LONGEST or not 0 <= n <= SPAN or len(squares) != 2:
+            squares = _doubles(read.blob())
+            flight = [_doubles(read.blob()) for _ in range(members)]
+            if not 1 <= k <= LONGEST or not 0 <= n <= SPAN or len(squares) != members:
                 raise ValueError("a forecast's combination weights do not fit")
-            if len(fitted) != len(anchored) or len(fitted) > k:
+            if len({len(made) for made in flight}) != 1 or len(flight[0]) > k:
                 raise ValueError("a forecast's combined forecasts in flight do not fit")
             if not all(s >= 0 for s in squares):
                 raise ValueError("a forecast's combination weights hold a bad value")
-            horizons.append(k)
-            rows.append((n, squares, fitted, anchored))
+            out.horizons += (k,)
+            out.counts.append(n)
+            out.squares.append(squares)
+            out.flight.append(flight)
         read.done()
-        if horizons != sorted(set(horizons)):
+        if list(out.horizons) != sorted(set(out.horizons)):
             raise ValueError("a forecast's combination horizons are not ascending")
-        out = cls(horizons)
-        for i, (n, squares, fitted, anchored) in enumerate(rows):
-            out.counts[i], out.squares[i] = n, squares
-            out.fitted[i], out.anchored[i] = fitted, anchored
         return out
 
 
