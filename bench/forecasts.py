@@ -25,8 +25,9 @@ Models: `pushsvc holt_winters` (`pushsvc.series.forecast_holt_winters`, fixed de
 parameters) and `(fitted)` (as a rule without parameters makes it, refitted for the longest
 horizon), learning the past then each future value as it comes, as the server does per closed
 bucket; on the 5-minute set `pushsvc linear 1h` / `6h` (`forecast_linear` over 12 / 72 points,
-Prometheus' `predict_linear`); `seasonal naive`; and the oracle, statsforecast's
-`AutoETS(model="AAA")` (additive Holt-Winters) and, on the 5-minute set, `"AAN"` (Holt), fitted
+Prometheus' `predict_linear`); `naive (last value)` and `seasonal naive`; and the oracle,
+statsforecast's `AutoETS(model="AAA")` (additive Holt-Winters) and, on the 5-minute set, `"AAN"`
+(Holt), fitted
 on the past by likelihood, then run forward through the future (`forward`). statsforecast is
 used here only (`pip install statsforecast` into a venv of the bench's own). NAB's data comes
 from a checkout of numenta/NAB (never copied here):
@@ -136,6 +137,11 @@ def online(make: Callable[[int, int], HoltWinters | LinearModel]) -> Model:
     return run
 
 
+def naive(y: np.ndarray, split: int, origins: list[int], h: int, m: int) -> Run:
+    return {o: [Predicted(s, y[o - 1], y[o - 1], y[o - 1], y[o - 1], y[o - 1])
+                for s in range(1, h + 1)] for o in origins}  # fmt: skip
+
+
 def seasonal_naive(y: np.ndarray, split: int, origins: list[int], h: int, m: int) -> Run:
     at = [
         (s, float(y[o - m * ((s - 1) // m + 1) + s - 1])) for o in origins for s in range(1, h + 1)
@@ -170,6 +176,7 @@ def models(kind: str, with_statsforecast: bool) -> dict[str, Model]:
     if not heldout:
         out["pushsvc linear 1h"] = online(lambda m, h: LinearModel(12))
         out["pushsvc linear 6h"] = online(lambda m, h: LinearModel(72))
+    out["naive (last value)"] = naive
     out["seasonal naive"] = seasonal_naive
     if with_statsforecast:
         out["statsforecast HW (AAA)"] = statsforecast("AAA")
@@ -219,7 +226,7 @@ def accuracy(args: argparse.Namespace) -> int:
     for metric in ("mase", "smape", "cov80", "cov95"):
         print(f"| {metric} | " + " | ".join(names) + " |\n| --- |" + " ---: |" * len(names))
         for label, figures in table.items():
-            if metric.startswith("cov") and label == "seasonal naive":
+            if metric.startswith("cov") and "naive" in label:
                 continue
             against = None if metric.startswith("cov") else naive
             cells = [_median(figures[f"{metric} {n}"], against and against[f"{metric} {n}"])

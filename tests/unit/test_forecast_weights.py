@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pushsvc.series.forecast_weights import SPAN, CombinationWeights, shares_at
+from pushsvc.series.forecast_weights import SPAN, Blend, CombinationWeights
 from pushsvc.stats.state_codec import StateWriter
 
 HORIZONS = (1, 2, 4, 7, 13, 24)
@@ -34,12 +34,19 @@ share = st.floats(0, 1)
 def test_a_weight_between_tracked_horizons_is_a_line_in_the_step(
     rows: list[tuple[int, tuple[float, float, float]]], h: int
 ) -> None:
+    """Each member's weight is numpy's linear interpolation of its weights at the tracked
+    horizons (the first member's the rest), and the combined forecast their weighted sum."""
     table = tuple(sorted(rows))
-    at = shares_at(table, h, 3)
-    for j in range(3):
+    blend = Blend(table, 3)
+    at = blend.shares(h)
+    for j in (1, 2):
         expected = np.interp(h, [k for k, _ in table], [w[j] for _, w in table])
         assert at[j] == pytest.approx(float(expected), abs=1e-12)
-    assert shares_at((), h, 3) == (1 / 3,) * 3
+    assert sum(at) == pytest.approx(1)
+    forecasts = (3.0, -1.0, 10.0)
+    expected_mean = sum(w * f for w, f in zip(at, forecasts, strict=True))
+    assert blend.mixed(h, forecasts[0], forecasts[1:]) == pytest.approx(expected_mean, abs=1e-9)
+    assert Blend((), 3).shares(h) == pytest.approx((1 / 3,) * 3)
 
 
 def test_each_horizons_weights_come_from_the_errors_of_its_own_forecasts() -> None:

@@ -87,7 +87,7 @@ from pushsvc.series.forecast_outlook import (
     variance_factor,
 )
 from pushsvc.series.forecast_refit import MAX_FIT_SEASON, Refit
-from pushsvc.series.forecast_weights import CombinationWeights, combined, shares_at
+from pushsvc.series.forecast_weights import CombinationWeights
 from pushsvc.stats.state_codec import StateReader, StateWriter
 
 __all__ = ["DEFAULT_PARAMS", "FIT_START", "VAR_WINDOW", "HoltWinters", "HwParams"]
@@ -294,9 +294,9 @@ class HoltWinters:
             (mine, *(a.level + a.seasonal[(n + lag) % m] for a in anchors))
             for (lag, _, _), mine in zip(ahead, own, strict=True)
         ]
-        table, count = weights.weights(), len(anchors) + 1
+        blend = weights.blend()
         self.spread.expect([
-            (combined(shares_at(table, lag + 1, count), made), sd)
+            (blend.mixed(lag + 1, made[0], made[1:]), sd)
             for (lag, _, _), made, sd in zip(ahead, members, sds, strict=True)
         ])  # fmt: skip
         weights.expect(members)
@@ -325,17 +325,10 @@ class HoltWinters:
         """The steps asked for, as `outlook(...).at` makes them, without copying the season."""
         if self._start is not None:
             return []
-        m, n, seasonal, anchors = self.season, self._learned, self.seasonal, self.anchors
+        anchors = self.anchors
         outlook = self._outlook(array("d"), tuple(array("d") for _ in anchors))
-        if not anchors:
-            return seasonal_steps(outlook, lambda h: seasonal[(n + h - 1) % m], steps)
-        others = [a.seasonal for a in anchors]
-        return seasonal_steps(
-            outlook,
-            lambda h: seasonal[(n + h - 1) % m],
-            steps,
-            lambda j, h: others[j][(n + h - 1) % m],
-        )
+        seasons = (self.seasonal, *(a.seasonal for a in anchors))
+        return seasonal_steps(outlook, seasons, self._learned, steps)
 
     def _outlook(
         self, ahead: array[float], anchor_aheads: tuple[array[float], ...]

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pushsvc.series.forecast import Z80, Z95, Predicted, student_t, with_intervals
 from pushsvc.series.forecast_errors import LONGEST, TRACKED, Band, Quantiles
-from pushsvc.series.forecast_weights import Weights, combined, shares_at
+from pushsvc.series.forecast_weights import Blend, Weights
 from pushsvc.stats.state_codec import StateReader, StateWriter, little_endian
 
 __all__ = [
@@ -126,13 +126,8 @@ class SeasonalOutlook:
         return None if len(self.ahead) == self.season else len(self.ahead)
 
     def at(self, steps: Iterable[int]) -> list[Predicted]:
-        ahead, m, anchors = self.ahead, self.season, self.anchors
-        if anchors is None:
-            return seasonal_steps(self, lambda h: ahead[(h - 1) % m], steps)
-        others = anchors.aheads
-        return seasonal_steps(
-            self, lambda h: ahead[(h - 1) % m], steps, lambda j, h: others[j][(h - 1) % m]
-        )
+        others = () if self.anchors is None else self.anchors.aheads
+        return seasonal_steps(self, (self.ahead, *others), 0, steps)
 
     def to_bytes(self) -> bytes:
         out = StateWriter()
@@ -286,19 +281,22 @@ def _read_quantiles(read: StateReader, kind: int) -> Quantiles:
 
 
 def seasonal_steps(
-    model: SeasonalOutlook,
-    season_at: Callable[[int], float],
-    steps: Iterable[int],
-    anchor_at: Callable[[int, int], float] | None = None,
+    model: SeasonalOutlook, seasons: Sequence[array[float]], offset: int, steps: Iterable[int]
 ) -> list[Predicted]:
     """The forecast `h` steps ahead for each of `steps`: the damped trend and the season's
-    value `season_at(h)`, with a fitted model's `anchors` each one's level and season's value
-    `anchor_at(j, h)` mixed in by the members' weights `h` steps ahead, with intervals from
-    the h-step variance (`variance_factor`) and the errors of the horizons tracked
+    value, `seasons[0][(offset + h - 1) % season]`; with a fitted model's `anchors`, each
+    one's level and season's value (from `seasons[1:]`, alike) mixed in by the members'
+    weights `h` steps ahead (`pushsvc.series.forecast_weights.Blend`); with intervals from the
+    h-step variance (`variance_factor`) and the errors of the horizons tracked
     (`pushsvc.series.forecast_errors.Band`)."""
     level, trend, var, phi, m = model.level, model.trend, model.var, model.phi, model.season
     a, b, g = model.alpha, model.beta, model.gamma
-    anchors = model.anchors
+    own, anchors = seasons[0], model.anchors
+    blend: Blend | None = None
+    levels: tuple[float, ...] = ()
+    if anchors is not None:
+        blend, levels = Blend(anchors.weights, len(anchors.levels) + 1), anchors.levels
+    others = list(zip(levels, seasons[1:], strict=True))
 
     def se(h: int) -> float:
         return math.sqrt(var * variance_factor(a, b, g, m, h, phi))
@@ -306,12 +304,10 @@ def seasonal_steps(
     band = Band(model.quantiles, se)
     out = []
     for h in steps:
-        mean = level + damped_steps(phi, h) * trend + season_at(h)
-        if anchors is not None and anchor_at is not None:
-            levels = anchors.levels
-            shares = shares_at(anchors.weights, h, len(levels) + 1)
-            members = [mean] + [levels[j] + anchor_at(j, h) for j in range(len(levels))]
-            mean = combined(shares, members)
+        phase = (offset + h - 1) % m
+        mean = level + damped_steps(phi, h) * trend + own[phase]
+        if blend is not None:
+            mean = blend.mixed(h, mean, [lv + season[phase] for lv, season in others])
         w80, w95 = band.at(h, se(h))
         out.append(Predicted(h, mean, mean - w80, mean + w80, mean - w95, mean + w95))
     return out

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Sequence
 from pushsvc.series.forecast_errors import LONGEST, TRACKED
 from pushsvc.stats.state_codec import StateReader, StateWriter, little_endian
 
-__all__ = ["SPAN", "CombinationWeights", "Shares", "Weights", "combined", "shares_at"]
+__all__ = ["SPAN", "Blend", "CombinationWeights", "Shares", "Weights"]
 
 SPAN = 100
 """Errors a mean square averages, then the span it weighs them with."""
@@ -49,31 +49,47 @@ Weights = tuple[tuple[int, Shares], ...]
 ascending; empty: equal weights at every step."""
 
 
-def shares_at(weights: Weights, h: int, members: int) -> Shares:
-    """The members' weights `h` steps ahead: a tracked horizon's, a line between two, the
-    last's past it (equal with none)."""
-    if not weights:
-        return (1 / members,) * members
-    i = bisect_left(weights, (h,))
-    if i == len(weights):
-        return weights[-1][1]
-    k, at = weights[i]
-    if k == h or i == 0:
-        return at
-    before, then = weights[i - 1]
-    step = (h - before) / (k - before)
-    return tuple(v + (w - v) * step for v, w in zip(then, at, strict=True))
+class Blend:
+    """The members' combined forecast at any step, from a table of their weights by horizon:
+    on each stretch between two tracked horizons each weight is a line in the step,
+    `lines[i]` = ((a, b) for each member but the first) for the steps h with `edges[i - 1] < h
+    <= edges[i]` (i = 0: up to the first; i = len(edges): past the last), w = a + b * h, the
+    first member's weight the rest."""
 
+    __slots__ = ("edges", "lines")
 
-def combined(shares: Shares, forecasts: Sequence[float]) -> float:
-    """The combined forecast of the members' `forecasts`, weighted by `shares`: the first's
-    plus each other's weighted difference from it (so members that agree give their forecast
-    exactly, as a model whose anchors start from its own state does)."""
-    first = forecasts[0]
-    total = first
-    for share, forecast in zip(shares[1:], forecasts[1:], strict=True):
-        total += share * (forecast - first)
-    return total
+    def __init__(self, weights: Weights, members: int) -> None:
+        self.edges = edges = [k for k, _ in weights]
+        if not weights:
+            self.lines = [((1 / members, 0.0),) * (members - 1)]
+            return
+        before, then = edges[0], weights[0][1][1:]
+        lines = [tuple([(w, 0.0) for w in then])]
+        for k, (_, shares) in zip(edges[1:], weights[1:], strict=True):
+            at, span = shares[1:], k - before
+            line = []
+            for v, w in zip(then, at, strict=True):
+                slope = (w - v) / span
+                line.append((v - slope * before, slope))
+            lines.append(tuple(line))
+            before, then = k, at
+        lines.append(tuple([(w, 0.0) for w in then]))
+        self.lines = lines
+
+    def shares(self, h: int) -> Shares:
+        """The members' weights `h` steps ahead."""
+        others = tuple(a + b * h for a, b in self.lines[bisect_left(self.edges, h)])
+        return (1 - sum(others), *others)
+
+    def mixed(self, h: int, first: float, others: Iterable[float]) -> float:
+        """The combined forecast `h` steps ahead of the first member's `first` and the others'
+        `others`: the first's plus each other's weighted difference from it (so members that
+        agree give their forecast exactly, as a model whose anchors start from its own state
+        does)."""
+        total = first
+        for (a, b), other in zip(self.lines[bisect_left(self.edges, h)], others, strict=True):
+            total += (a + b * h) * (other - first)
+        return total
 
 
 def _trimmed(squares: Sequence[float]) -> Shares:
@@ -95,7 +111,7 @@ def _trimmed(squares: Sequence[float]) -> Shares:
 class CombinationWeights:
     """The members' forecasts in flight and mean squared errors at each tracked horizon."""
 
-    __slots__ = ("_weights", "counts", "flight", "horizons", "members", "squares")
+    __slots__ = ("_blend", "_weights", "counts", "flight", "horizons", "members", "squares")
 
     def __init__(self, horizons: Iterable[int], members: int) -> None:
         self.horizons = tuple(horizons)
@@ -109,16 +125,18 @@ class CombinationWeights:
         """The errors each horizon's mean squares have seen (up to `SPAN`)."""
         self._weights: Weights | None = None
         """`weights()`, until the next error."""
+        self._blend: Blend | None = None
+        """`blend()`, until the next error."""
 
     def observe(self, value: float) -> None:
         """The value each horizon's oldest forecasts in flight were for."""
-        self._weights = None
+        self._weights = self._blend = None
         for i, k in enumerate(self.horizons):
             flight = self.flight[i]
             if len(flight[0]) < k:
                 continue
             errors = [value - made.pop(0) for made in flight]
-            if not all(math.isfinite(e) for e in errors):
+            if not all(map(math.isfinite, errors)):
                 continue
             n = self.counts[i] = min(self.counts[i] + 1, SPAN)
             squares = self.squares[i]
@@ -140,6 +158,12 @@ class CombinationWeights:
                 if n
             )
         return self._weights
+
+    def blend(self) -> Blend:
+        """The combination of these weights at any step."""
+        if self._blend is None:
+            self._blend = Blend(self.weights(), self.members)
+        return self._blend
 
     def tracking(self, horizons: tuple[int, ...]) -> CombinationWeights:
         """These weights, tracking `horizons`: a horizon kept keeps its forecasts and mean
