@@ -10,11 +10,10 @@ smaller mean squared errors, each weighted by the other's, mse_b / (mse_a + mse_
 inverse of its mean squared error, normalised: Bates and Granger, "The Combination of
 Forecasts", 1969), and the worst none (a trimmed combination: Timmermann, "Forecast
 Combinations", 2006). Equal weights until a horizon has an error. On NAB's 5-minute and hourly
-files, where this was chosen, the three were more accurate than the fitted model and the slow
-one combined in equal or in such weights, one step ahead by a fifth, and further ahead about
-as accurate; without the trim the fast model cost up to 5 % of MASE a day ahead
-(docs/performance.md). How fast the mean squares forget (`SPAN`) mattered little there
-between 25 and 500.
+files, where this was chosen, the three so weighted were more accurate one step ahead than the
+fitted and the slow model combined in equal or in such weights, and about as accurate further
+ahead; all three weighted, without the trim, were less accurate a day ahead
+(docs/performance.md). How fast the mean squares forget (`SPAN`) mattered little there.
 
 Which horizons: those whose intervals' errors are tracked (`forecast_errors.tracked_horizons`,
 evenly spaced in log steps from 1 to the forecast's horizon, at most `LONGEST`). Between two,
