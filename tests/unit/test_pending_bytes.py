@@ -290,3 +290,88 @@ def test_memory_comes_back_once_ended_streams_let_go_of_enough(
 def test_giving_memory_back_works_here() -> None:
     # glibc (this suite's platforms): the call exists and answers.
     assert trim() in (True, False)
+
+
+def test_a_stream_of_many_topics_is_ended_once_their_latest_updates_pass_its_bound() -> None:
+    """A wildcard stream that falls behind on many topics would hold one latest update a
+    topic, whatever its bound: once those add up to more than the bound, the hub ends it as
+    slow (no timeout needed) and its bytes go at once; a stream of the same topics that reads
+    is left alone."""
+    bound = 2000
+    hub = Hub(queue_size=1000, slow_timeout_us=10**12, max_stream_buffer=bound, clock=_Clock())
+    behind, reading = hub.subscribe(TopicMatcher(["t.*"])), hub.subscribe(TopicMatcher(["t.*"]))
+    highest = largest = 0
+    for i in range(200):
+        update = _update(f"t.{i}", size=100)
+        largest = max(largest, len(update.sse))
+        hub.dispatch([update])
+        reading.queue.drain()
+        if behind.closed_reason is not None:
+            break
+        highest = max(highest, behind.queue.pending)
+    assert behind.closed_reason is StreamExit.SLOW and hub.slow_disconnects == 1
+    # Its bound in runs (one update a run here) and its bound in latest updates, and one more.
+    assert 2 * bound - 2 * largest < highest <= 2 * bound + largest
+    assert behind.queue.pending == 0 and hub.pending.total == reading.queue.pending == 0
+    assert reading.closed_reason is None
+    hub.close()
+
+
+def test_a_stream_that_took_a_large_run_whole_is_not_ended_for_conflating_one_update() -> None:
+    ledger = PendingBytes(per_stream=1000, budget=1 << 30)
+    queue = _queue(ledger)
+    assert queue.put(_run("a", count=40, size=100)) is False  # 5 kB, taken whole
+    assert queue.put(_run("b", size=100)) is True
+    assert not queue.overflowing
+
+
+def test_conflated_updates_that_take_the_process_past_its_budget_overflow_their_stream() -> None:
+    ledger = PendingBytes(per_stream=1000, budget=1500)
+    one, two = _queue(ledger), _queue(ledger)
+    assert one.put(_run("a", size=800)) is False
+    assert two.put(_run("b", size=600)) is True  # no room left in the budget: conflated
+    assert ledger.total > ledger.budget and two.overflowing and not one.overflowing
+    two.release()
+    assert ledger.total == one.pending
+
+
+_HUB_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), st.integers(0, 39), st.integers(1, 5), st.integers(0, 300)),
+        st.tuples(st.just("drain"), st.just(0), st.just(0), st.just(0)),
+        st.tuples(st.just("took"), st.just(0), st.integers(0, 100), st.just(0)),  # percent
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=_HUB_OPS, bound=st.integers(200, 5000))
+def test_a_wildcard_stream_holds_its_bound_twice_at_most_or_is_ended(
+    ops: list[tuple[str, int, int, int]], bound: int
+) -> None:
+    """Whatever comes on forty topics and however its socket drains, a wildcard stream holds
+    at most its bound and one run, and its bound in latest updates and one more, or it is
+    ended as slow holding nothing; the process's ledger is what the open streams hold."""
+    hub = Hub(queue_size=1000, slow_timeout_us=10**12, max_stream_buffer=bound, clock=_Clock())
+    client = hub.subscribe(TopicMatcher(["t.*"]))
+    queue = client.queue
+    largest_run = largest_update = 0
+    for op, topic, a, b in ops:
+        if op == "put":
+            run = [_update(f"t.{topic}", size=b) for _ in range(a)]
+            largest_run = max(largest_run, len(run_of(run).block))
+            largest_update = max([largest_update, *(len(u.sse) for u in run)])
+            hub.dispatch(run)
+        elif op == "drain" and client.closed_reason is None:
+            drained = queue.drain()
+            queue.hold(queue.in_flight + sum(len(r.block) for r in drained))
+        elif client.closed_reason is None:
+            queue.hold(queue.in_flight * a // 100)
+        if client.closed_reason is None:
+            assert queue.pending <= 2 * bound + largest_run + largest_update
+            assert queue.conflated_bytes <= bound + largest_update
+        else:
+            assert client.closed_reason is StreamExit.SLOW and queue.pending == 0
+        assert hub.pending.total == queue.pending
+    hub.close()

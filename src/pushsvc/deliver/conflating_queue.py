@@ -14,12 +14,18 @@ conflated updates by their own frames, and `in_flight`, the rendered bytes its s
 taken yet (a write's unsent rest, a page of its replay or snapshot), set by whoever writes the
 stream (`hold`). A stream with nothing pending takes a run whole, however large (an honest
 client keeps up with any batch a producer may post); one with something pending conflates
-a run that would take it past `max_bytes`. So a stream holds at most `max_bytes` plus one run
-(plus its conflated topics' latest updates, one each). Every change is also added to the
-process's `PendingBytes` (`ledger`): the total the process's budget bounds. A run that would
-take that total past the budget is conflated whatever the stream holds (a messages stream's
-ended), and a writer whose rendered bytes would (`may_hold`) ends its stream: so the streams
-together hold at most the budget, and their conflated topics' latest updates.
+a run that would take it past `max_bytes`. Its conflated topics' latest updates, one each,
+are bounded too: a stream of many topics (a wildcard's) that falls behind on all of them
+would otherwise hold one update a topic. Once they add up to more than `max_bytes`, it is
+`overflowing`, and the hub ends it as slow (its client resumes with `Last-Event-ID`). So a
+stream holds at most `max_bytes` plus one run, and `max_bytes` of latest updates plus one
+(a stream that has taken a large run whole and then conflates an update is not overflowing:
+an honest client keeps up with any batch). Every change is also added
+to the process's `PendingBytes` (`ledger`): the total the process's budget bounds. A run that
+would take that total past the budget is conflated whatever the stream holds (a messages
+stream's ended), a conflated update that takes it past the budget overflows its stream, and a
+writer whose rendered bytes would pass it (`may_hold`) ends its stream: so the streams
+together hold at most the budget, and one update more.
 
 The floor is the stream's cursor once its replay or snapshot is out
 (`pushsvc.deliver.subscription`): draining drops the queued updates it does not admit (each
@@ -88,6 +94,8 @@ class ConflatingQueue:
     is conflating, and every run put goes here until drained."""
     queued_bytes: int = 0
     """Bytes of `runs` and `latest` (see the module docstring)."""
+    conflated_bytes: int = 0
+    """Bytes of `latest` alone."""
     in_flight: int = 0
     """Rendered bytes the stream's socket has not taken yet (`hold`)."""
     lossless: bool = False
@@ -103,6 +111,16 @@ class ConflatingQueue:
     @property
     def max_bytes(self) -> int:
         return self.ledger.per_stream
+
+    @property
+    def overflowing(self) -> bool:
+        """Whether its conflated topics' latest updates add up to more than its bound, or took
+        the process past its budget: its client is too far behind for even the latest
+        statistics of each of its topics to wait for it."""
+        ledger = self.ledger
+        return self.conflated_bytes > ledger.per_stream or (
+            bool(self.latest) and ledger.total > ledger.budget
+        )
 
     def hold(self, size: int) -> None:
         """The stream's socket has `size` rendered bytes still to take (0: none)."""
@@ -158,7 +176,9 @@ class ConflatingQueue:
             counted += _size(deletion)
         counted -= _size(latest.pop(topic, None))
         latest[topic] = newest
-        self._count(counted + _size(newest))
+        counted += _size(newest)
+        self.conflated_bytes += counted
+        self._count(counted)
         return True
 
     def drain(self) -> list[Run]:
@@ -171,6 +191,7 @@ class ConflatingQueue:
         if latest:
             runs.extend(run_of([u]) for u in latest.values())
             latest.clear()
+            self.conflated_bytes = 0
         if self.queued_bytes:
             # The stream renders what it drained into its own write: from here that is
             # counted as in flight (`hold`) until its socket takes it.
@@ -188,6 +209,7 @@ class ConflatingQueue:
         self.ledger.let_go += self.queued_bytes + self.in_flight
         self.runs.clear()
         self.latest.clear()
+        self.conflated_bytes = 0
         self._count(-self.queued_bytes)
         self.hold(0)
 

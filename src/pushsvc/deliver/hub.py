@@ -378,6 +378,13 @@ class Hub:
             if queue.lossless:
                 subscriber.close(StreamExit.BEHIND)
                 return False
+            if queue.overflowing:
+                log.info("disconnecting a subscriber whose conflated updates overflowed its bound")
+                self.close_slow(subscriber)
+                # What it held goes now, not when its stream has ended: the next stream's
+                # update must not find the budget spent by one that is over.
+                queue.release()
+                return False
             self.conflated_runs += 1
         self._queued.add(subscriber)
         subscriber.wake()
@@ -441,7 +448,8 @@ class Hub:
         return self.pending.spent
 
     def close_slow(self, subscriber: Subscriber) -> None:
-        """End a stream whose socket took nothing for the slow-client timeout, counted."""
+        """End a stream whose socket took nothing for the slow-client timeout, or whose
+        conflated updates overflowed its bound, counted."""
         if subscriber.closed_reason is None:
             self.slow_disconnects += 1
             subscriber.close(StreamExit.SLOW)
