@@ -16,26 +16,35 @@ ints = st.integers(min_value=-(2**300), max_value=2**300)
 counts = st.lists(st.integers(0, 2**63 - 1), max_size=50)
 
 
+doubles = st.lists(st.floats(allow_nan=False), max_size=20)
+
+
 @given(
-    u=st.integers(0, 2**200), s=ints, b=ints, d=st.floats(allow_nan=False), c=counts,
+    u=st.integers(0, 2**200), s=ints, b=ints, d=st.floats(allow_nan=False), c=counts, f=doubles,
 )  # fmt: skip
-def test_fields_read_back(u: int, s: int, b: int, d: float, c: list[int]) -> None:
+def test_fields_read_back(u: int, s: int, b: int, d: float, c: list[int], f: list[float]) -> None:
     out = StateWriter()
     out.uint(u)
     out.sint(s)
     out.big(b)
     out.double(d)
     out.counts(array("q", c))
+    out.doubles(array("d", f))
     data = bytes(out)
+    assert data.endswith(struct.pack(f"<{len(f)}d", *f))  # little-endian, whatever the machine
     source = StateReader(data)
-    got = (source.uint(), source.sint(), source.big(), source.double(), list(source.counts()))
+    got = (
+        source.uint(), source.sint(), source.big(), source.double(), list(source.counts()),
+        list(source.doubles()),
+    )  # fmt: skip
     source.done()
-    assert got == (u, s, b, d, c)
+    assert got == (u, s, b, d, c, f)
     assert math.copysign(1, got[3]) == math.copysign(1, d)  # -0.0 stays -0.0
     for cut in range(len(data)):
         with pytest.raises(ValueError):
             partial = StateReader(data[:cut])
             partial.uint(), partial.sint(), partial.big(), partial.double(), partial.counts()
+            partial.doubles()
             partial.done()
 
 
@@ -52,6 +61,8 @@ def test_damage_is_a_value_error() -> None:
         StateWriter().uint(-1)
     with pytest.raises(ValueError, match="width"):
         StateReader(b"x\x01\x00").counts()
+    with pytest.raises(ValueError, match="whole doubles"):
+        StateReader(b"\x07" + bytes(7)).doubles()
     with pytest.raises(ValueError, match="2\\*\\*63"):
         StateReader(b"Q\x01" + struct.pack("<Q", 2**63)).counts()
     source = StateReader(b"\x00\x00")

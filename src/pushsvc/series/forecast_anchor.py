@@ -26,7 +26,7 @@ import math
 from array import array
 
 from pushsvc.rules.forecast import DEFAULT_ALPHA, DEFAULT_GAMMA
-from pushsvc.stats.state_codec import StateReader, StateWriter, little_endian
+from pushsvc.stats.state_codec import StateReader, StateWriter
 
 __all__ = ["ANCHORS", "FAST_ALPHA", "Anchor"]
 
@@ -68,7 +68,7 @@ class Anchor:
     def to_bytes(self) -> bytes:
         out = StateWriter()
         out.double(self.level)
-        out.blob(little_endian(self.seasonal).tobytes())
+        out.doubles(self.seasonal)
         return bytes(out)
 
     @classmethod
@@ -77,12 +77,8 @@ class Anchor:
         season of `season`."""
         read = StateReader(data)
         level = read.double()
-        raw = read.blob()
+        seasonal = read.doubles()
         read.done()
-        seasonal = array("d")
-        if len(raw) % 8:
-            raise ValueError("a forecast's anchor is not whole doubles")
-        seasonal.frombytes(raw)
         if len(seasonal) not in (0, season):
             raise ValueError("a forecast's anchor does not fit its season")
-        return cls(alpha, level, little_endian(seasonal))
+        return cls(alpha, level, seasonal)

@@ -266,7 +266,7 @@ class HorizonErrors:
             self.horizons, self.means, self.sds, self.windows, strict=True
         ):
             out.uint(k)
-            out.blob(little_endian(means).tobytes())
+            out.doubles(means)
             out.blob(little_endian(sds).tobytes())
             out.blob(window.to_bytes())
         return bytes(out)
@@ -281,13 +281,12 @@ class HorizonErrors:
         horizons, means, sds, windows = [], [], [], []
         for _ in range(count):
             k = read.uint()
-            mean, sd = array("d"), array("f")
-            mean.frombytes(read.blob())
+            mean, sd = read.doubles(), array("f")
             sd.frombytes(read.blob())
             if not 1 <= k <= LONGEST or len(mean) != len(sd) or len(mean) > k:
                 raise ValueError("a forecast's errors in flight do not fit their horizon")
             horizons.append(k)
-            means.append(little_endian(mean))
+            means.append(mean)
             sds.append(little_endian(sd))
             windows.append(ErrorWindow.from_bytes(read.blob()))
         read.done()

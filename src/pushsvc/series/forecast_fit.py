@@ -41,7 +41,7 @@ from array import array
 from dataclasses import dataclass
 
 from pushsvc.series.forecast_outlook import damped_steps
-from pushsvc.stats.state_codec import StateReader, StateWriter, little_endian
+from pushsvc.stats.state_codec import StateReader, StateWriter
 
 __all__ = [
     "LOWER", "MAX_EVALS", "PHI_MAX", "PHI_MIN", "EtsParams", "Fit", "NelderMead",
@@ -342,12 +342,12 @@ class Fit:
         out = StateWriter()
         out.uint(self.season)
         out.uint(self.ahead[-1])
-        out.blob(little_endian(self.values).tobytes())
+        out.doubles(self.values)
         self.search.write(out)
         out.uint(self._pos)
         for value in (self._level, self._trend, *self._sse):
             out.double(value)
-        out.blob(little_endian(self._season).tobytes())
+        out.doubles(self._season)
         return bytes(out)
 
     @classmethod
@@ -355,7 +355,7 @@ class Fit:
         """From `to_bytes`; ValueError when it is not such a state."""
         read = StateReader(data)
         season, horizon = read.uint(), read.uint()
-        values = _doubles(read.blob())
+        values = read.doubles()
         if season < 2 or len(values) < 3 * season or not 1 <= horizon <= season:
             raise ValueError("a fit's window does not fit its season")
         fit = cls(season, values, EtsParams(0.5, 0.1, 0.1, 0.9), horizon)
@@ -363,16 +363,8 @@ class Fit:
         fit._pos = read.uint()
         fit._level, fit._trend = read.double(), read.double()
         fit._sse = [read.double() for _ in fit.ahead]
-        fit._season = _doubles(read.blob())
+        fit._season = read.doubles()
         read.done()
         if fit._pos and not (2 * season <= fit._pos < len(values) and len(fit._season) == season):
             raise ValueError("a fit's pass does not fit its window")
         return fit
-
-
-def _doubles(raw: bytes) -> array[float]:
-    if len(raw) % 8:
-        raise ValueError("a fit's values are not whole doubles")
-    values = array("d")
-    values.frombytes(raw)
-    return little_endian(values)

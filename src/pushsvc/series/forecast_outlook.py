@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pushsvc.series.forecast import Z80, Z95, Predicted, student_t, with_intervals
 from pushsvc.series.forecast_errors import LONGEST, TRACKED, Band, Quantiles
 from pushsvc.series.forecast_weights import Blend, Weights
-from pushsvc.stats.state_codec import StateReader, StateWriter, little_endian
+from pushsvc.stats.state_codec import StateReader, StateWriter
 
 __all__ = [
     "AnchorsOutlook",
@@ -146,12 +146,12 @@ class SeasonalOutlook:
                 out.double(q80)
                 out.double(q95)
         out.uint(self.season)
-        out.blob(little_endian(self.ahead).tobytes())
+        out.doubles(self.ahead)
         if anchors is not None:
             out.uint(len(anchors.levels))
             for level, ahead in zip(anchors.levels, anchors.aheads, strict=True):
                 out.double(level)
-                out.blob(little_endian(ahead).tobytes())
+                out.doubles(ahead)
             out.uint(len(anchors.weights))
             for k, shares in anchors.weights:
                 out.uint(k)
@@ -215,7 +215,7 @@ def outlook_from_bytes(data: bytes) -> Outlook:
     phi = read.double() if kind != _SEASONAL else 1.0
     quantiles = _read_quantiles(read, kind)
     season = read.uint()
-    ahead = _season_values(read.blob(), season)
+    ahead = _season_values(read.doubles(), season)
     anchors = _read_anchors(read, len(ahead)) if kind == _COMBINED else None
     read.done()
     return SeasonalOutlook(
@@ -223,12 +223,10 @@ def outlook_from_bytes(data: bytes) -> Outlook:
     )
 
 
-def _season_values(raw: bytes, season: int) -> array[float]:
-    if len(raw) % 8 or not 0 < len(raw) // 8 <= season:
+def _season_values(values: array[float], season: int) -> array[float]:
+    if not 0 < len(values) <= season:
         raise ValueError("a seasonal outlook's values do not fit its season")
-    ahead = array("d")
-    ahead.frombytes(raw)
-    return little_endian(ahead)
+    return values
 
 
 _MOST_ANCHORS = 4
@@ -243,7 +241,7 @@ def _read_anchors(read: StateReader, count: int) -> AnchorsOutlook:
     levels, aheads = [], []
     for _ in range(anchors):
         levels.append(read.double())
-        aheads.append(_season_values(read.blob(), count))
+        aheads.append(_season_values(read.doubles(), count))
         if len(aheads[-1]) != count:
             raise ValueError("a seasonal outlook's anchor does not fit its steps")
     rows = read.uint()

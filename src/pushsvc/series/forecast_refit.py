@@ -26,7 +26,7 @@ from __future__ import annotations
 from array import array
 
 from pushsvc.series.forecast_fit import EtsParams, Fit
-from pushsvc.stats.state_codec import StateReader, StateWriter, little_endian
+from pushsvc.stats.state_codec import StateReader, StateWriter
 
 __all__ = ["FIT_LEAST", "FIT_SEASONS", "FIT_STEPS", "MAX_FIT_SEASON", "Refit"]
 
@@ -99,7 +99,7 @@ class Refit:
         out.uint(self.seen)
         out.uint(self.next_at)
         ordered = self.ring[self.head :] + self.ring[: self.head]
-        out.blob(little_endian(ordered).tobytes())
+        out.doubles(ordered)
         out.blob(b"" if self.fit is None else self.fit.to_bytes())
         return bytes(out)
 
@@ -112,14 +112,12 @@ class Refit:
         if refit.horizon != horizon:
             raise ValueError("a refit's horizon does not fit its season")
         refit.seen, refit.next_at = read.uint(), read.uint()
-        raw = read.blob()
+        ring = read.doubles()
         fit = read.blob()
         read.done()
-        if len(raw) % 8 or len(raw) // 8 > min(refit.seen, refit.window):
+        if len(ring) > min(refit.seen, refit.window):
             raise ValueError("a refit's window does not fit what it has seen")
-        ring = array("d")
-        ring.frombytes(raw)
-        refit.ring = little_endian(ring)
+        refit.ring = ring
         if fit:
             refit.fit = Fit.from_bytes(fit)
             if refit.fit.season != refit.season or refit.fit.ahead[-1] != refit.horizon:

@@ -34,7 +34,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 
 from pushsvc.series.forecast_errors import LONGEST, TRACKED
-from pushsvc.stats.state_codec import StateReader, StateWriter, little_endian
+from pushsvc.stats.state_codec import StateReader, StateWriter
 
 __all__ = ["SPAN", "Blend", "CombinationWeights", "Shares", "Weights"]
 
@@ -185,8 +185,8 @@ class CombinationWeights:
         for i, k in enumerate(self.horizons):
             out.uint(k)
             out.uint(self.counts[i])
-            for blob in (self.squares[i], *self.flight[i]):
-                out.blob(little_endian(blob).tobytes())
+            for values in (self.squares[i], *self.flight[i]):
+                out.doubles(values)
         return bytes(out)
 
     @classmethod
@@ -201,8 +201,8 @@ class CombinationWeights:
         out = cls([], members)
         for _ in range(count):
             k, n = read.uint(), read.uint()
-            squares = _doubles(read.blob())
-            flight = [_doubles(read.blob()) for _ in range(members)]
+            squares = read.doubles()
+            flight = [read.doubles() for _ in range(members)]
             if not 1 <= k <= LONGEST or not 0 <= n <= SPAN or len(squares) != members:
                 raise ValueError("a forecast's combination weights do not fit")
             if len({len(made) for made in flight}) != 1 or len(flight[0]) > k:
@@ -217,11 +217,3 @@ class CombinationWeights:
         if list(out.horizons) != sorted(set(out.horizons)):
             raise ValueError("a forecast's combination horizons are not ascending")
         return out
-
-
-def _doubles(raw: bytes) -> array[float]:
-    if len(raw) % 8:
-        raise ValueError("a forecast's combination weights are not whole doubles")
-    out = array("d")
-    out.frombytes(raw)
-    return little_endian(out)

@@ -10,6 +10,7 @@ back on another process, another Python and another byte order, so nothing here 
 * ``double``: the 8 bytes of an IEEE double, little-endian (bit-exact, ``-0.0`` included);
 * ``counts``: an array of non-negative integers in the narrowest of 1, 2, 4 or 8 bytes each,
   copied in and out at C speed (``array.tobytes``);
+* ``doubles``: an array of doubles, little-endian, after their byte length (a blob);
 * ``little_endian``: an array of numbers in the byte order a state stores (a blob's bytes).
 
 A truncated or malformed input raises ValueError, never IndexError or struct.error.
@@ -80,6 +81,10 @@ class StateWriter:
         """Bytes as they are, after their length."""
         self.uint(len(data))
         self._out += data
+
+    def doubles(self, values: array[float]) -> None:
+        """An array of doubles, as a blob of their little-endian bytes."""
+        self.blob(little_endian(values).tobytes())
 
     def counts(self, values: array[int]) -> None:
         """Non-negative integers, each in the narrowest width that holds the largest."""
@@ -153,6 +158,15 @@ class StateReader:
 
     def blob(self) -> bytes:
         return bytes(self._take(self.uint()))
+
+    def doubles(self) -> array[float]:
+        """What ``StateWriter.doubles`` wrote."""
+        raw = self.blob()
+        if len(raw) % 8:
+            raise ValueError("state holds bytes that are not whole doubles")
+        values = array("d")
+        values.frombytes(raw)
+        return little_endian(values)
 
     def counts(self) -> array[int]:
         """The integers as a signed 64-bit ``array('q')`` (what the sketch stores keep)."""
