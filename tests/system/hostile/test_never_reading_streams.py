@@ -55,7 +55,7 @@ _PENDING = "pushsvc_stream_pending_bytes"
 _SLOW = "pushsvc_slow_disconnects_total"
 
 
-def _serve(*args: str) -> PushsvcProcess:
+def _serve(*args: str, body_timeout: str = f"{int(SLOW_S * 1000)}ms") -> PushsvcProcess:
     return PushsvcProcess(
         "serve",
         "--tick",
@@ -63,7 +63,7 @@ def _serve(*args: str) -> PushsvcProcess:
         "--max-stream-buffer",
         str(BOUND),
         "--body-timeout",  # the slow-client timeout
-        f"{int(SLOW_S * 1000)}ms",
+        body_timeout,
         *args,
     ).start()
 
@@ -201,15 +201,7 @@ def test_a_wildcard_stream_that_never_reads_is_cut_off_once_its_latest_updates_p
 ) -> None:
     """A stream of many topics conflates to one latest update a topic: past its bound in
     those it is ended as slow, long before the slow-client timeout (a minute here)."""
-    proc = PushsvcProcess(
-        "serve",
-        "--tick",
-        "0",
-        "--max-stream-buffer",
-        str(BOUND),
-        "--body-timeout",
-        "60s",
-    ).start()
+    proc = _serve(body_timeout="60s")
     attacker = None
     legit = LegitimateClient(proc.port, f"{topic}-legit")
     try:
@@ -388,17 +380,7 @@ def test_once_the_budget_is_spent_new_streams_get_503_and_producers_keep_their_l
     budget = 32 * BOUND  # the process's budget: 32 streams' --max-stream-buffer
     # A long slow-client timeout (--body-timeout): the never-readers stay while the budget is
     # looked at.
-    proc = PushsvcProcess(
-        "serve",
-        "--tick",
-        "0",
-        "--history",
-        "300",
-        "--max-stream-buffer",
-        str(BOUND),
-        "--body-timeout",
-        "60s",
-    ).start()
+    proc = _serve("--history", "300", body_timeout="60s")
     attackers: list[socket.socket] = []
     legit = LegitimateClient(proc.port, f"{topic}-legit")
     try:
