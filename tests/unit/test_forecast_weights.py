@@ -35,18 +35,19 @@ def test_a_weight_between_tracked_horizons_is_a_line_in_the_step(
     rows: list[tuple[int, tuple[float, float, float]]], h: int
 ) -> None:
     """Each member's weight is numpy's linear interpolation of its weights at the tracked
-    horizons (the first member's the rest), and the combined forecast their weighted sum."""
+    horizons (the first member's the rest), and the combined forecast their weighted sum: a
+    member forecasting 1 where the others forecast 0 gets its weight."""
     table = tuple(sorted(rows))
     blend = Blend(table, 3)
-    at = blend.shares(h)
     for j in (1, 2):
         expected = np.interp(h, [k for k, _ in table], [w[j] for _, w in table])
-        assert at[j] == pytest.approx(float(expected), abs=1e-12)
-    assert sum(at) == pytest.approx(1)
+        alone = blend.mixed(h, 0.0, [1.0 if i == j else 0.0 for i in (1, 2)])
+        assert alone == pytest.approx(float(expected), abs=1e-12)
+    at = [float(np.interp(h, [k for k, _ in table], [w[j] for _, w in table])) for j in (1, 2)]
     forecasts = (3.0, -1.0, 10.0)
-    expected_mean = sum(w * f for w, f in zip(at, forecasts, strict=True))
+    expected_mean = (1 - sum(at)) * 3.0 + at[0] * -1.0 + at[1] * 10.0
     assert blend.mixed(h, forecasts[0], forecasts[1:]) == pytest.approx(expected_mean, abs=1e-9)
-    assert Blend((), 3).shares(h) == pytest.approx((1 / 3,) * 3)
+    assert Blend((), 3).mixed(h, 3.0, [-1.0, 10.0]) == pytest.approx(4.0)
 
 
 def test_each_horizons_weights_come_from_the_errors_of_its_own_forecasts() -> None:

@@ -215,18 +215,14 @@ def outlook_from_bytes(data: bytes) -> Outlook:
     phi = read.double() if kind != _SEASONAL else 1.0
     quantiles = _read_quantiles(read, kind)
     season = read.uint()
-    ahead = _season_values(read.doubles(), season)
+    ahead = read.doubles()
+    if not 0 < len(ahead) <= season:
+        raise ValueError("a seasonal outlook's values do not fit its season")
     anchors = _read_anchors(read, len(ahead)) if kind == _COMBINED else None
     read.done()
     return SeasonalOutlook(
         level, trend, var, alpha, beta, gamma, season, ahead, phi, quantiles, anchors
     )
-
-
-def _season_values(values: array[float], season: int) -> array[float]:
-    if not 0 < len(values) <= season:
-        raise ValueError("a seasonal outlook's values do not fit its season")
-    return values
 
 
 _MOST_ANCHORS = 4
@@ -241,7 +237,7 @@ def _read_anchors(read: StateReader, count: int) -> AnchorsOutlook:
     levels, aheads = [], []
     for _ in range(anchors):
         levels.append(read.double())
-        aheads.append(_season_values(read.doubles(), count))
+        aheads.append(read.doubles())
         if len(aheads[-1]) != count:
             raise ValueError("a seasonal outlook's anchor does not fit its steps")
     rows = read.uint()

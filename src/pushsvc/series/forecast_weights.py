@@ -75,11 +75,6 @@ class Blend:
         lines.append(tuple([(w, 0.0) for w in then]))
         self.lines = lines
 
-    def shares(self, h: int) -> Shares:
-        """The members' weights `h` steps ahead."""
-        others = tuple(a + b * h for a, b in self.lines[bisect_left(self.edges, h)])
-        return (1 - sum(others), *others)
-
     def mixed(self, h: int, first: float, others: Iterable[float]) -> float:
         """The combined forecast `h` steps ahead of the first member's `first` and the others'
         `others`: the first's plus each other's weighted difference from it (so members that
